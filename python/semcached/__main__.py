@@ -1,0 +1,5 @@
+import sys
+
+from semcached.cli import main
+
+sys.exit(main())

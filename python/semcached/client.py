@@ -1,0 +1,210 @@
+"""Python clients: ``Client`` (blocking) and ``AsyncClient`` (asyncio), over gRPC.
+
+Both check their inputs before sending with the server's own rules (semcached.validation),
+so a bad argument raises the same exception with the same status code on either side, and
+both turn gRPC errors into the exceptions of semcached.errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+
+from semcached import validation
+from semcached.errors import InvalidArgument, SemcachedError, from_status
+from semcached.types import CompletionResult, HitKind, LookupResult, Stats, StoreResult, Usage
+from semcached.v1 import semcached_pb2 as pb
+from semcached.v1 import semcached_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+_KIND: dict[int, HitKind] = {pb.HIT_KIND_EXACT: "exact", pb.HIT_KIND_SEMANTIC: "semantic",
+                             pb.HIT_KIND_MISS: "miss"}
+Messages = Iterable[Mapping[str, str]]
+
+
+# -- requests: validated here, with the server's rules --------------------------------
+
+def _lookup_request(namespace: str, prompt: str, min_similarity: float | None) -> pb.LookupRequest:
+    validation.text("prompt", prompt)
+    return pb.LookupRequest(namespace=validation.namespace(namespace), prompt=prompt,
+                            min_similarity=validation.min_similarity(min_similarity))
+
+
+def _store_request(namespace: str, prompt: str, response: str, ttl_seconds: int | None,
+                   metadata: Mapping[str, str] | None) -> pb.StoreRequest:
+    validation.text("prompt", prompt)
+    validation.text("response", response)
+    return pb.StoreRequest(namespace=validation.namespace(namespace), prompt=prompt,
+                           response=response, ttl_seconds=validation.ttl_seconds(ttl_seconds),
+                           metadata=validation.metadata(metadata or {}))
+
+
+def _complete_request(namespace: str, messages: Messages, model: str, user: str, feature: str,
+                      min_similarity: float | None, ttl_seconds: int | None) -> pb.CompleteRequest:
+    pairs = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise InvalidArgument(f"messages[{i}] must be a mapping with 'role' and 'content'")
+        pairs.append((m["role"], m["content"]))
+    validation.messages(pairs)
+    return pb.CompleteRequest(
+        namespace=validation.namespace(namespace),
+        messages=[pb.Message(role=r, content=c) for r, c in pairs], model=model, user=user,
+        feature=feature, min_similarity=validation.min_similarity(min_similarity),
+        ttl_seconds=validation.ttl_seconds(ttl_seconds))
+
+
+def _invalidate_request(namespace: str, entry_id: int | None, prompt: str | None,
+                        all: bool) -> pb.InvalidateRequest:
+    if sum((entry_id is not None, prompt is not None, all)) != 1:
+        raise InvalidArgument("invalidate needs exactly one of entry_id, prompt, all")
+    if prompt is not None:
+        validation.text("prompt", prompt)
+    if entry_id is not None and entry_id <= 0:
+        raise InvalidArgument(f"entry_id must be positive, got {entry_id}")
+    return pb.InvalidateRequest(namespace=validation.namespace(namespace), entry_id=entry_id,
+                                prompt=prompt, all=all or None)
+
+
+# -- responses --------------------------------------------------------------------------
+
+def _lookup_result(r: pb.LookupResponse) -> LookupResult:
+    m = r.match
+    return LookupResult(kind=_KIND.get(r.kind, "miss"), response=r.response,
+                        similarity=m.similarity, entry_id=m.entry_id,
+                        matched_prompt=m.matched_prompt, metadata=dict(m.metadata),
+                        created_unix_ms=m.created_unix_ms, expires_unix_ms=m.expires_unix_ms)
+
+
+def _store_result(r: pb.StoreResponse) -> StoreResult:
+    return StoreResult(entry_id=r.entry_id, expires_unix_ms=r.expires_unix_ms,
+                       embedding_model=r.embedding_model)
+
+
+def _completion_result(r: pb.CompleteResponse) -> CompletionResult:
+    return CompletionResult(
+        text=r.text, kind=_KIND.get(r.kind, "miss"), model=r.model,
+        usage=Usage(r.usage.prompt_tokens, r.usage.completion_tokens),
+        finish_reason=r.finish_reason, similarity=r.match.similarity,
+        entry_id=r.match.entry_id, matched_prompt=r.match.matched_prompt)
+
+
+def _stats(r: pb.StatsResponse) -> Stats:
+    return Stats(
+        entries=r.entries, max_entries=r.max_entries, exact_hits=r.exact_hits,
+        semantic_hits=r.semantic_hits, misses=r.misses, stores=r.stores, evictions=r.evictions,
+        expirations=r.expirations, invalidations=r.invalidations,
+        upstream_calls=r.upstream_calls, upstream_errors=r.upstream_errors,
+        embedding_model=r.embedding_model,
+        namespaces={k: v.entries for k, v in r.namespaces.items()})
+
+
+def _error(e: grpc.RpcError) -> SemcachedError:
+    return from_status(e.code(), e.details() or "")
+
+
+class Client:
+    """Blocking client. ``timeout`` (seconds) is each call's gRPC deadline."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "",
+                 timeout: float | None = 30.0) -> None:
+        self.namespace = validation.namespace(namespace)
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.SemanticCacheStub(self._channel)
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def lookup(self, prompt: str, *, namespace: str | None = None,
+               min_similarity: float | None = None) -> LookupResult:
+        request = _lookup_request(namespace or self.namespace, prompt, min_similarity)
+        return _lookup_result(self._call(self._stub.Lookup, request))
+
+    def store(self, prompt: str, response: str, *, ttl_seconds: int | None = None,
+              metadata: Mapping[str, str] | None = None,
+              namespace: str | None = None) -> StoreResult:
+        request = _store_request(namespace or self.namespace, prompt, response, ttl_seconds, metadata)
+        return _store_result(self._call(self._stub.Store, request))
+
+    def complete(self, messages: Messages, *, model: str = "", user: str = "", feature: str = "",
+                 namespace: str | None = None, min_similarity: float | None = None,
+                 ttl_seconds: int | None = None) -> CompletionResult:
+        request = _complete_request(namespace or self.namespace, messages, model, user, feature,
+                                    min_similarity, ttl_seconds)
+        return _completion_result(self._call(self._stub.Complete, request))
+
+    def invalidate(self, *, entry_id: int | None = None, prompt: str | None = None,
+                   all: bool = False, namespace: str | None = None) -> int:
+        request = _invalidate_request(namespace or self.namespace, entry_id, prompt, all)
+        return int(self._call(self._stub.Invalidate, request).removed)
+
+    def stats(self) -> Stats:
+        return _stats(self._call(self._stub.Stats, pb.StatsRequest()))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client with the same methods as ``Client``, as coroutines."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "",
+                 timeout: float | None = 30.0) -> None:
+        self.namespace = validation.namespace(namespace)
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = pb_grpc.SemanticCacheStub(self._channel)
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    async def lookup(self, prompt: str, *, namespace: str | None = None,
+                     min_similarity: float | None = None) -> LookupResult:
+        request = _lookup_request(namespace or self.namespace, prompt, min_similarity)
+        return _lookup_result(await self._call(self._stub.Lookup, request))
+
+    async def store(self, prompt: str, response: str, *, ttl_seconds: int | None = None,
+                    metadata: Mapping[str, str] | None = None,
+                    namespace: str | None = None) -> StoreResult:
+        request = _store_request(namespace or self.namespace, prompt, response, ttl_seconds, metadata)
+        return _store_result(await self._call(self._stub.Store, request))
+
+    async def complete(self, messages: Messages, *, model: str = "", user: str = "",
+                       feature: str = "", namespace: str | None = None,
+                       min_similarity: float | None = None,
+                       ttl_seconds: int | None = None) -> CompletionResult:
+        request = _complete_request(namespace or self.namespace, messages, model, user, feature,
+                                    min_similarity, ttl_seconds)
+        return _completion_result(await self._call(self._stub.Complete, request))
+
+    async def invalidate(self, *, entry_id: int | None = None, prompt: str | None = None,
+                         all: bool = False, namespace: str | None = None) -> int:
+        request = _invalidate_request(namespace or self.namespace, entry_id, prompt, all)
+        return int((await self._call(self._stub.Invalidate, request)).removed)
+
+    async def stats(self) -> Stats:
+        return _stats(await self._call(self._stub.Stats, pb.StatsRequest()))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,189 @@
+"""Server configuration: embedded defaults < TOML file < SEMCACHED_* environment < CLI flags.
+
+Every key lives in one section; its environment override is
+``SEMCACHED_<SECTION>_<KEY>`` in upper case (``SEMCACHED_CACHE_MIN_SIMILARITY=0.92``).
+Unknown keys and values of the wrong type are errors that name the key, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration a person must fix; the message names the key and the rule."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: str = "./semcached-data"
+    # Seconds in-flight RPCs get to finish on SIGTERM/SIGINT.
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "info"
+
+
+@dataclass
+class CacheConfig:
+    # 0: entries never expire unless a request sets ttl_seconds.
+    default_ttl_seconds: int = 7 * 24 * 3600
+    max_entries: int = 1_000_000
+    # Lowest cosine similarity served as a semantic hit when a request sets none.
+    min_similarity: float = 0.90
+    max_prompt_bytes: int = 32 * 1024
+    max_response_bytes: int = 1024 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    # How often expired entries are swept and their index slots freed.
+    expire_interval_ms: int = 1000
+
+
+@dataclass
+class EmbeddingConfig:
+    # A name from `semcached models list`, or a folder holding model.onnx + tokenizer.json.
+    model: str = "all-MiniLM-L6-v2-int8"
+    # Where `semcached models pull` puts models; empty: ~/.cache/semcached/models.
+    models_dir: str = ""
+    pooling: str = "mean"
+    # Embedding threads (each runs a one-thread ONNX session); 0: one per core.
+    threads: int = 0
+    max_tokens: int = 256
+
+
+@dataclass
+class ProviderConfig:
+    # Empty: the SDK's default, or OPENAI_BASE_URL when set.
+    base_url: str = ""
+    # The environment variable that holds the API key (never logged).
+    api_key_env: str = "OPENAI_API_KEY"
+    default_model: str = "gpt-4o-mini"
+    timeout_seconds: float = 60.0
+    # SDK retries on connection errors, 408/409/429 and 5xx, with backoff.
+    max_retries: int = 2
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
+
+    def validate(self) -> Config:
+        c = self.cache
+        _require(1 <= self.server.port <= 65535 or self.server.port == 0,
+                 "server.port", "must be in 1..65535 (or 0 for any free port)")
+        _require(self.server.shutdown_grace_seconds >= 0, "server.shutdown_grace_seconds",
+                 "must not be negative")
+        _require(self.server.log_level in ("debug", "info", "warning", "error"),
+                 "server.log_level", "must be one of debug, info, warning, error")
+        _require(c.default_ttl_seconds >= 0, "cache.default_ttl_seconds", "must not be negative")
+        _require(c.max_entries >= 1, "cache.max_entries", "must be at least 1")
+        _require(not math.isnan(c.min_similarity) and 0 <= c.min_similarity <= 1,
+                 "cache.min_similarity", "must be in [0, 1]")
+        for key in ("max_prompt_bytes", "max_response_bytes", "max_metadata_bytes",
+                    "expire_interval_ms"):
+            _require(getattr(c, key) >= 1, f"cache.{key}", "must be at least 1")
+        _require(self.embedding.pooling in ("mean", "cls"), "embedding.pooling",
+                 "must be 'mean' or 'cls'")
+        _require(self.embedding.threads >= 0, "embedding.threads", "must not be negative")
+        _require(self.embedding.max_tokens >= 8, "embedding.max_tokens", "must be at least 8")
+        _require(self.provider.timeout_seconds > 0, "provider.timeout_seconds", "must be positive")
+        _require(self.provider.max_retries >= 0, "provider.max_retries", "must not be negative")
+        return self
+
+
+def _require(ok: bool, key: str, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key} {rule}")
+
+
+def load(path: str | os.PathLike[str] | None = None,
+         environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then SEMCACHED_* variables."""
+    config = Config()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        _apply_file(config, data, str(path))
+    _apply_env(config, os.environ if environ is None else environ)
+    return config.validate()
+
+
+def _sections(config: Config) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def _apply_file(config: Config, data: dict[str, Any], where: str) -> None:
+    sections = _sections(config)
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"{where}: unknown section [{name}]; known: {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        for key, value in values.items():
+            _set(sections[name], name, key, value, where)
+
+
+def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
+    for name, section in _sections(config).items():
+        for f in fields(section):
+            var = f"SEMCACHED_{name}_{f.name}".upper()
+            if var in environ:
+                _set(section, name, f.name, environ[var], f"environment variable {var}")
+
+
+def _set(section: Any, name: str, key: str, value: Any, where: str) -> None:
+    known = {f.name: f for f in fields(section)}
+    if key not in known:
+        raise ConfigError(f"{where}: unknown key {name}.{key}; known: {', '.join(known)}")
+    kind = type(getattr(section, key))
+    setattr(section, key, _coerce(value, kind, f"{where}: {name}.{key}"))
+
+
+def _coerce(value: Any, kind: type, what: str) -> Any:
+    if isinstance(value, str) and kind is not str:
+        try:
+            return kind(value.strip()) if kind is not bool else _parse_bool(value)
+        except ValueError:
+            raise ConfigError(f"{what} must be a {kind.__name__}, got {value!r}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{what} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _parse_bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def replace(config: Config, **overrides: Any) -> Config:
+    """A copy with ``section__key=value`` overrides (used for CLI flags), validated."""
+    sections = {k: dataclasses.replace(v) for k, v in _sections(config).items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        name, key = dotted.split("__")
+        _set(sections[name], name, key, value, "command line")
+    return Config(**sections).validate()
+
+
+def data_dir(config: Config) -> Path:
+    return Path(config.server.data_dir).expanduser()

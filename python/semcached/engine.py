@@ -1,0 +1,284 @@
+"""The request flow: exact tier, semantic tier, and on a miss for Complete the provider.
+
+Usable in-process without a server. The engine validates its inputs (the server's
+servicer only translates), keeps the vector indexes in step with the entry store, and
+counts what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from semcached import _core, validation
+from semcached.config import Config
+from semcached.embed import BatchingEmbedder, Embedder, default_threads
+from semcached.errors import InvalidArgument, Unavailable
+from semcached.index import Indexes
+from semcached.models import models_dir, resolve
+from semcached.provider import Answer, Provider
+from semcached.types import CompletionResult, LookupResult, Stats, StoreResult, Usage
+
+log = logging.getLogger("semcached.engine")
+
+# Candidates read from the index per lookup: more than one, so entries removed from the
+# store but not yet from the index never hide a live neighbour.
+CANDIDATES = 4
+# A scope for Complete is "<namespace>#<partition>"; '#' cannot occur in a namespace.
+PARTITION_SEPARATOR = "#"
+
+
+@dataclass(frozen=True)
+class _Found:
+    result: LookupResult
+    vector: np.ndarray | None  # computed for the semantic tier; reused to store a miss
+
+
+class Engine:
+    def __init__(self, config: Config, store: _core.Store, embedder: BatchingEmbedder,
+                 provider: Provider) -> None:
+        self.config = config
+        self.store = store
+        self.embedder = embedder
+        self.provider = provider
+        self.indexes = Indexes(embedder.embedder.dim)
+        self._counts: Counter[str] = Counter()
+        self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> Engine:
+        folder = resolve(config.embedding.model, models_dir(config.embedding.models_dir),
+                         config.embedding.pooling)
+        embedder = Embedder(folder, config.embedding.max_tokens)
+        threads = default_threads(config.embedding.threads)
+        return cls(config, _core.Store(config.cache.max_entries),
+                   BatchingEmbedder(embedder, threads), Provider(config.provider))
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    # -- the public operations -------------------------------------------------------
+
+    async def lookup(self, namespace: str, prompt: str,
+                     min_similarity: float | None = None) -> LookupResult:
+        scope = validation.namespace(namespace)
+        validation.text("prompt", prompt, self.config.cache.max_prompt_bytes)
+        threshold = self._threshold(min_similarity)
+        found = await self._find(scope, prompt, threshold)
+        self._count(found.result)
+        return found.result
+
+    async def store_entry(self, namespace: str, prompt: str, response: str,
+                          ttl_seconds: int | None = None,
+                          metadata: Mapping[str, str] | None = None) -> StoreResult:
+        scope = validation.namespace(namespace)
+        cache = self.config.cache
+        validation.text("prompt", prompt, cache.max_prompt_bytes)
+        validation.text("response", response, cache.max_response_bytes)
+        ttl = validation.ttl_seconds(ttl_seconds)
+        meta = validation.metadata(metadata or {}, cache.max_metadata_bytes)
+        vector = await self.embedder.embed(prompt)
+        return await self._insert(scope, prompt, response, vector, ttl, meta)
+
+    async def complete(self, namespace: str, messages: Sequence[tuple[str, str]],
+                       model: str = "", min_similarity: float | None = None,
+                       ttl_seconds: int | None = None,
+                       timeout: float | None = None) -> CompletionResult:
+        """Answers from the cache, or from the provider once per distinct in-flight miss."""
+        name = validation.namespace(namespace)
+        conversation = validation.messages(messages, self.config.cache.max_prompt_bytes)
+        threshold = self._threshold(min_similarity)
+        ttl = validation.ttl_seconds(ttl_seconds)
+        model = model or self.config.provider.default_model
+        scope = name + PARTITION_SEPARATOR + _partition(model, conversation[:-1])
+        question = conversation[-1][1]
+
+        found = await self._find(scope, question, threshold)
+        self._count(found.result)
+        if found.result.hit:
+            hit = found.result
+            return CompletionResult(
+                text=hit.response, kind=hit.kind, model=hit.metadata.get("model", model),
+                usage=Usage(), finish_reason="cache", similarity=hit.similarity,
+                entry_id=hit.entry_id, matched_prompt=hit.matched_prompt,
+            )
+        answer = await self._single_flight(scope, question, conversation, model, timeout)
+        if answer.finish_reason != "length":  # a truncated answer is not worth serving again
+            assert found.vector is not None
+            meta = {"model": answer.model, "prompt_tokens": str(answer.usage.prompt_tokens),
+                    "completion_tokens": str(answer.usage.completion_tokens)}
+            await self._insert(scope, question, answer.text, found.vector, ttl, meta)
+        return CompletionResult(text=answer.text, kind="miss", model=answer.model,
+                                usage=answer.usage, finish_reason=answer.finish_reason)
+
+    async def invalidate(self, namespace: str, *, entry_id: int | None = None,
+                         prompt: str | None = None, all: bool = False) -> int:
+        """Removes one entry (by id or prompt) or all entries of a namespace, in every
+        partition of it that Complete made. Returns how many were removed."""
+        name = validation.namespace(namespace)
+        targets = sum(x is not None and x is not False for x in (entry_id, prompt, all or None))
+        if targets != 1:
+            raise InvalidArgument("invalidate needs exactly one of entry_id, prompt, all")
+        if prompt is not None:
+            validation.text("prompt", prompt)
+        if entry_id is not None and entry_id <= 0:
+            raise InvalidArgument(f"entry_id must be positive, got {entry_id}")
+        scopes = [s for s in self.store.namespace_sizes() if _namespace_of(s) == name]
+        removed = 0
+        if entry_id is not None:
+            entry = self.store.get(entry_id)
+            # An id from another namespace is treated as absent: scopes are walls.
+            if entry is not None and entry.namespace in scopes:
+                removed = int(self.store.remove(entry_id))
+        else:
+            for scope in scopes:
+                if all:
+                    removed += self.store.clear_namespace(scope)
+                elif prompt is not None:
+                    removed += self.store.remove_prompt(scope, prompt) is not None
+        await self.embedder.run_sync(self._apply_removals)
+        return removed
+
+    def stats(self) -> Stats:
+        core = self.store.counters()
+        sizes: Counter[str] = Counter()
+        for scope, n in self.store.namespace_sizes().items():
+            sizes[_namespace_of(scope)] += n
+        return Stats(
+            entries=len(self.store), max_entries=self.store.max_entries,
+            exact_hits=core["exact_hits"], semantic_hits=self._counts["semantic"],
+            misses=self._counts["miss"], stores=core["inserts"],
+            evictions=core["evictions"], expirations=core["expirations"],
+            invalidations=core["invalidations"], upstream_calls=self._counts["upstream_calls"],
+            upstream_errors=self._counts["upstream_errors"], embedding_model=self.model_id,
+            namespaces=dict(sizes),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the background sweep of expired entries (needs a running loop)."""
+        self._maintenance = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.gather(self._maintenance, return_exceptions=True)
+        await self.provider.close()
+        self.embedder.close()
+
+    async def _sweep_forever(self) -> None:
+        interval = self.config.cache.expire_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.embedder.run_sync(self.sweep)
+            except Exception:
+                log.exception("expiry sweep failed; retrying next interval")
+
+    def sweep(self) -> int:
+        """Removes expired entries from the store and their vectors from the indexes."""
+        expired = self.store.expire()
+        self._apply_removals()
+        return expired
+
+    # -- internals -------------------------------------------------------------------
+
+    def _threshold(self, min_similarity: float | None) -> float:
+        value = validation.min_similarity(min_similarity)
+        return self.config.cache.min_similarity if value is None else value
+
+    def _count(self, result: LookupResult) -> None:
+        if result.kind != "exact":  # exact hits are counted by the core
+            self._counts[result.kind] += 1
+
+    async def _find(self, scope: str, prompt: str, threshold: float) -> _Found:
+        # The exact tier first: microseconds, no embedding, GIL released by the core.
+        entry = self.store.get_exact(scope, prompt)
+        if entry is not None:
+            return _Found(_result("exact", entry, 1.0), None)
+        vector = await self.embedder.embed(prompt)
+        result = await self.embedder.run_sync(self._semantic, scope, vector, threshold)
+        return _Found(result, vector)
+
+    def _semantic(self, scope: str, vector: np.ndarray, threshold: float) -> LookupResult:
+        for entry_id, similarity in self.indexes.search(scope, self.model_id, vector, CANDIDATES):
+            if similarity < threshold:
+                break
+            entry = self.store.get(entry_id, count_hit=True)
+            if entry is not None and entry.model == self.model_id:
+                return _result("semantic", entry, min(similarity, 1.0))
+        return LookupResult(kind="miss")
+
+    async def _insert(self, scope: str, prompt: str, response: str, vector: np.ndarray,
+                      ttl_seconds: int | None, metadata: dict[str, str]) -> StoreResult:
+        ttl = ttl_seconds or self.config.cache.default_ttl_seconds
+        ttl_ms = ttl * 1000 if ttl else None
+
+        def insert() -> int:
+            entry_id = self.store.insert(scope, prompt, response, vector.tolist(),
+                                         self.model_id, metadata, ttl_ms)
+            self.indexes.add(scope, self.model_id, entry_id, vector)
+            self._apply_removals()  # what the insert replaced or evicted
+            return entry_id
+
+        entry_id = await self.embedder.run_sync(insert)
+        expires = int(time.time() * 1000) + ttl_ms if ttl_ms else 0
+        return StoreResult(entry_id=entry_id, expires_unix_ms=expires,
+                           embedding_model=self.model_id)
+
+    def _apply_removals(self) -> None:
+        for scope, entry_id, model, _reason in self.store.take_removed():
+            self.indexes.remove(scope, model, entry_id)
+
+    async def _single_flight(self, scope: str, question: str,
+                             conversation: list[tuple[str, str]], model: str,
+                             timeout: float | None) -> Answer:
+        key = (scope, _core.normalize(question))
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            self._counts["upstream_calls"] += 1
+            answer = await self.provider.complete(conversation, model, timeout)
+        except BaseException as e:
+            self._counts["upstream_errors"] += 1
+            future.set_exception(e if isinstance(e, Exception) else Unavailable("request cancelled"))
+            future.exception()  # waiters may be none: mark the exception as retrieved
+            raise
+        else:
+            future.set_result(answer)
+            return answer
+        finally:
+            del self._inflight[key]
+
+
+def _result(kind: str, entry: _core.Entry, similarity: float) -> LookupResult:
+    return LookupResult(
+        kind=kind,  # type: ignore[arg-type]
+        response=entry.response, similarity=similarity, entry_id=entry.id,
+        matched_prompt=entry.prompt, metadata=dict(entry.metadata),
+        created_unix_ms=entry.created_ms, expires_unix_ms=entry.expires_ms or 0,
+    )
+
+
+def _partition(model: str, context: Sequence[tuple[str, str]]) -> str:
+    """A hash of everything before the question that changes the answer."""
+    blob = json.dumps([model, list(context)], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _namespace_of(scope: str) -> str:
+    return scope.split(PARTITION_SEPARATOR, 1)[0]

@@ -1,0 +1,119 @@
+"""SemanticCache servicer: translates proto <-> engine calls, and errors into statuses."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from semcached.engine import Engine
+from semcached.errors import InvalidArgument, SemcachedError
+from semcached.types import LookupResult
+from semcached.v1 import semcached_pb2 as pb
+from semcached.v1 import semcached_pb2_grpc as pb_grpc
+
+log = logging.getLogger("semcached.server")
+
+KIND_TO_PROTO = {"exact": pb.HIT_KIND_EXACT, "semantic": pb.HIT_KIND_SEMANTIC, "miss": pb.HIT_KIND_MISS}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def _statuses(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Engine errors become their gRPC status; anything else is INTERNAL, logged once."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except SemcachedError as e:
+            await context.abort(e.code, e.message)
+        except Exception:
+            log.exception("%s failed", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"{handler.__name__} failed inside the server; see its log")
+        raise AssertionError("context.abort returns only by raising")
+
+    return wrapper
+
+
+def _match(result: LookupResult) -> pb.Match | None:
+    if not result.hit:
+        return None
+    return pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
+                    similarity=result.similarity, metadata=result.metadata,
+                    created_unix_ms=result.created_unix_ms,
+                    expires_unix_ms=result.expires_unix_ms)
+
+
+def _optional(message: Any, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @_statuses
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        result = await self.engine.lookup(request.namespace, request.prompt,
+                                          _optional(request, "min_similarity"))
+        return pb.LookupResponse(kind=KIND_TO_PROTO[result.kind], response=result.response,
+                                 match=_match(result))
+
+    @_statuses
+    async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
+        result = await self.engine.store_entry(
+            request.namespace, request.prompt, request.response,
+            _optional(request, "ttl_seconds"), dict(request.metadata))
+        return pb.StoreResponse(entry_id=result.entry_id, expires_unix_ms=result.expires_unix_ms,
+                                embedding_model=result.embedding_model)
+
+    @_statuses
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
+        result = await self.engine.complete(
+            request.namespace, [(m.role, m.content) for m in request.messages],
+            model=request.model, min_similarity=_optional(request, "min_similarity"),
+            ttl_seconds=_optional(request, "ttl_seconds"),
+            timeout=context.time_remaining(),
+        )
+        match = None
+        if result.hit:
+            match = pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
+                             similarity=result.similarity)
+        usage = pb.Usage(prompt_tokens=result.usage.prompt_tokens,
+                         completion_tokens=result.usage.completion_tokens,
+                         total_tokens=result.usage.total_tokens)
+        return pb.CompleteResponse(text=result.text, kind=KIND_TO_PROTO[result.kind],
+                                   model=result.model, usage=usage, match=match,
+                                   finish_reason=result.finish_reason)
+
+    @_statuses
+    async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:
+        target = request.WhichOneof("target")
+        if target == "all" and not request.all:
+            raise InvalidArgument("all must be true when it is the target")
+        removed = await self.engine.invalidate(
+            request.namespace,
+            entry_id=request.entry_id if target == "entry_id" else None,
+            prompt=request.prompt if target == "prompt" else None,
+            all=target == "all",
+        )
+        return pb.InvalidateResponse(removed=removed)
+
+    @_statuses
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        s = self.engine.stats()
+        return pb.StatsResponse(
+            entries=s.entries, max_entries=s.max_entries, exact_hits=s.exact_hits,
+            semantic_hits=s.semantic_hits, misses=s.misses, stores=s.stores,
+            evictions=s.evictions, expirations=s.expirations, invalidations=s.invalidations,
+            upstream_calls=s.upstream_calls, upstream_errors=s.upstream_errors,
+            embedding_model=s.embedding_model,
+            namespaces={k: pb.NamespaceStats(entries=v) for k, v in s.namespaces.items()},
+        )

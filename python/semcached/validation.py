@@ -1,0 +1,91 @@
+"""Input rules shared by the client (checked before sending) and the engine.
+
+Every failure is an InvalidArgument naming the field and the rule, so the caller gets the
+same error whichever side caught it. Limits that depend on the server's configuration
+(sizes) are checked by the engine only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+from semcached.errors import InvalidArgument
+
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def namespace(value: str) -> str:
+    """The namespace to use; empty means the default one."""
+    if value == "":
+        return DEFAULT_NAMESPACE
+    if not _NAMESPACE.fullmatch(value):
+        raise InvalidArgument(f"namespace {value!r} is invalid: {NAMESPACE_RULE}")
+    return value
+
+
+def text(field: str, value: str, max_bytes: int | None = None) -> str:
+    """A prompt or response: not empty or whitespace-only, and within the size limit."""
+    if not value.strip():
+        raise InvalidArgument(f"{field} must not be empty or whitespace-only")
+    return size(field, value, max_bytes)
+
+
+def size(field: str, value: str, max_bytes: int | None) -> str:
+    if max_bytes is not None:
+        n = len(value.encode("utf-8"))
+        if n > max_bytes:
+            raise InvalidArgument(f"{field} is {n} bytes; the limit is {max_bytes} bytes")
+    return value
+
+
+def min_similarity(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise InvalidArgument(f"min_similarity must be a number in [0, 1], got {value}")
+    return value
+
+
+def ttl_seconds(value: int | None) -> int | None:
+    """None or 0: the server's default TTL."""
+    if value is None:
+        return None
+    if value < 0:
+        raise InvalidArgument(f"ttl_seconds must not be negative, got {value}")
+    return value
+
+
+def metadata(value: Mapping[str, str], max_bytes: int | None = None) -> dict[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidArgument("metadata keys and values must be strings")
+    if any(k == "" for k in value):
+        raise InvalidArgument("metadata keys must not be empty")
+    if max_bytes is not None:
+        n = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if n > max_bytes:
+            raise InvalidArgument(f"metadata is {n} bytes; the limit is {max_bytes} bytes")
+    return dict(value)
+
+
+def messages(value: Sequence[tuple[str, str]],
+             max_bytes: int | None = None) -> list[tuple[str, str]]:
+    """A conversation as (role, content) pairs, ending with the user's question."""
+    if not value:
+        raise InvalidArgument("messages must not be empty")
+    for i, (role, content) in enumerate(value):
+        if role not in ROLES:
+            raise InvalidArgument(
+                f"messages[{i}].role {role!r} is unknown: use one of {', '.join(ROLES)}"
+            )
+        if role == "user":
+            text(f"messages[{i}].content", content, max_bytes)
+        else:
+            size(f"messages[{i}].content", content, max_bytes)
+    if value[-1][0] != "user":
+        raise InvalidArgument(f"the last message must have role 'user', got {value[-1][0]!r}")
+    return list(value)

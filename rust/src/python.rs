@@ -1,0 +1,191 @@
+//! The PyO3 module `semcached._core`: converts arguments, then releases the GIL and calls
+//! the store. No cache logic lives here.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::normalize;
+use crate::store::{self, EntryId, NewEntry, DEFAULT_MAX_ENTRIES};
+use crate::sync::SharedStore;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// One cached entry, as read from the store (a copy: later changes do not show here).
+#[pyclass(frozen, get_all, module = "semcached._core")]
+pub struct Entry {
+    id: u64,
+    namespace: String,
+    prompt: String,
+    response: String,
+    model: String,
+    metadata: HashMap<String, String>,
+    created_ms: u64,
+    expires_ms: Option<u64>,
+    hits: u64,
+}
+
+#[pymethods]
+impl Entry {
+    fn __repr__(&self) -> String {
+        format!("Entry(id={}, namespace={:?}, prompt={:?})", self.id, self.namespace, self.prompt)
+    }
+}
+
+impl From<store::Entry> for Entry {
+    fn from(e: store::Entry) -> Self {
+        Entry {
+            id: e.id,
+            namespace: e.namespace.to_string(),
+            prompt: e.prompt,
+            response: e.response,
+            model: e.model,
+            metadata: e.metadata.into_iter().collect(),
+            created_ms: e.created_ms,
+            expires_ms: e.expires_ms,
+            hits: e.hits,
+        }
+    }
+}
+
+/// The thread-safe entry store. Every method releases the GIL while it works.
+#[pyclass(frozen, name = "Store", module = "semcached._core")]
+pub struct PyStore {
+    inner: SharedStore,
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    #[pyo3(signature = (max_entries = DEFAULT_MAX_ENTRIES))]
+    fn new(max_entries: usize) -> PyResult<Self> {
+        if max_entries == 0 {
+            return Err(PyValueError::new_err("max_entries must be at least 1"));
+        }
+        Ok(PyStore { inner: SharedStore::new(max_entries) })
+    }
+
+    #[getter]
+    fn max_entries(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.with(|s| s.max_entries()))
+    }
+
+    /// Stores an entry; returns its id. Replaces an entry with the same normalized prompt.
+    #[pyo3(signature = (namespace, prompt, response, vector, model, metadata = None, ttl_ms = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        namespace: String,
+        prompt: String,
+        response: String,
+        vector: Vec<f32>,
+        model: String,
+        metadata: Option<HashMap<String, String>>,
+        ttl_ms: Option<u64>,
+    ) -> PyResult<u64> {
+        let mut metadata: Vec<(String, String)> = metadata.unwrap_or_default().into_iter().collect();
+        metadata.sort();
+        let new = NewEntry { namespace, prompt, response, vector, model, metadata, ttl_ms };
+        py.detach(|| self.inner.with(|s| s.insert(new, now_ms())))
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// The exact tier: the live entry stored under this prompt's normal form, or None.
+    fn get_exact(&self, py: Python<'_>, namespace: String, prompt: String) -> Option<Entry> {
+        py.detach(|| self.inner.with(|s| s.get_exact(&namespace, &prompt, now_ms())))
+            .map(Entry::from)
+    }
+
+    /// The live entry with this id, or None. `count_hit` records a served hit.
+    #[pyo3(signature = (entry_id, count_hit = false))]
+    fn get(&self, py: Python<'_>, entry_id: EntryId, count_hit: bool) -> Option<Entry> {
+        py.detach(|| self.inner.with(|s| s.get(entry_id, now_ms(), count_hit))).map(Entry::from)
+    }
+
+    /// The vector stored with a live entry, or None.
+    fn vector(&self, py: Python<'_>, entry_id: EntryId) -> Option<Vec<f32>> {
+        py.detach(|| self.inner.with(|s| s.vector(entry_id, now_ms()).map(<[f32]>::to_vec)))
+    }
+
+    fn remove(&self, py: Python<'_>, entry_id: EntryId) -> bool {
+        py.detach(|| self.inner.with(|s| s.remove(entry_id)))
+    }
+
+    /// Removes the entry stored under this prompt's normal form; returns its id or None.
+    fn remove_prompt(&self, py: Python<'_>, namespace: String, prompt: String) -> Option<u64> {
+        py.detach(|| self.inner.with(|s| s.remove_prompt(&namespace, &prompt)))
+    }
+
+    fn clear_namespace(&self, py: Python<'_>, namespace: String) -> usize {
+        py.detach(|| self.inner.with(|s| s.clear_namespace(&namespace)))
+    }
+
+    /// Removes entries whose time is up; returns how many.
+    fn expire(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.with(|s| s.expire(now_ms())))
+    }
+
+    /// Removals since the last call, as (namespace, entry id, model, reason).
+    fn take_removed(&self, py: Python<'_>) -> Vec<(String, u64, String, &'static str)> {
+        let removed = py.detach(|| self.inner.with(|s| s.take_removed()));
+        removed
+            .into_iter()
+            .map(|r| {
+                let reason = match r.reason {
+                    store::RemovalReason::Evicted => "evicted",
+                    store::RemovalReason::Expired => "expired",
+                    store::RemovalReason::Invalidated => "invalidated",
+                    store::RemovalReason::Replaced => "replaced",
+                };
+                (r.namespace.to_string(), r.id, r.model, reason)
+            })
+            .collect()
+    }
+
+    fn namespace_sizes(&self, py: Python<'_>) -> HashMap<String, usize> {
+        py.detach(|| self.inner.with(|s| s.namespace_sizes())).into_iter().collect()
+    }
+
+    fn counters(&self, py: Python<'_>) -> HashMap<&'static str, u64> {
+        let c = py.detach(|| self.inner.with(|s| s.counters()));
+        HashMap::from([
+            ("inserts", c.inserts),
+            ("exact_hits", c.exact_hits),
+            ("exact_misses", c.exact_misses),
+            ("id_hits", c.id_hits),
+            ("replaced", c.replaced),
+            ("evictions", c.evictions),
+            ("expirations", c.expirations),
+            ("invalidations", c.invalidations),
+        ])
+    }
+
+    /// Raises ValueError if the store's internal indexes disagree; for tests.
+    fn check_invariants(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.with(|s| s.check_invariants())).map_err(PyValueError::new_err)
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.with(|s| s.len()))
+    }
+}
+
+/// The normal form the exact tier compares (NFKC, lower case, whitespace collapsed).
+#[pyfunction(name = "normalize")]
+fn py_normalize(prompt: &str) -> String {
+    normalize::normalize(prompt)
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    m.add_class::<Entry>()?;
+    m.add_function(wrap_pyfunction!(py_normalize, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! The entry store: a single-threaded algorithm, wrapped for threads in [`crate::sync`].
+//!
+//! Indexes kept in step on every change:
+//! * `slots`: id -> entry, its vector, its normalized prompt and its LRU tick;
+//! * `namespaces`: namespace -> (normalized prompt -> id), the exact tier; a namespace
+//!   holds each normalized prompt once, so its map also lists all of its entries;
+//! * `lru`: tick -> id, oldest first; a read or write moves an entry to the newest tick;
+//! * `expiry`: (expires_ms, id), soonest first, so expiring is a walk from the front.
+//!
+//! Every removal is logged in `removed` until the owner takes the log, so that structures
+//! outside the store (the vector indexes) can drop the same entries.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::normalize::normalize;
+
+pub type EntryId = u64;
+
+/// Default cap on entries when none is given.
+pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+/// One cached answer, as the store hands it out (the vector stays inside: see [`Store::vector`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub namespace: Arc<str>,
+    pub prompt: String,
+    pub response: String,
+    /// The embedding model the vector came from; vectors of different models never meet.
+    pub model: String,
+    pub metadata: Vec<(String, String)>,
+    pub created_ms: u64,
+    /// `None`: never expires.
+    pub expires_ms: Option<u64>,
+    pub hits: u64,
+}
+
+/// What [`Store::insert`] takes.
+#[derive(Clone, Debug, Default)]
+pub struct NewEntry {
+    pub namespace: String,
+    pub prompt: String,
+    pub response: String,
+    pub vector: Vec<f32>,
+    pub model: String,
+    pub metadata: Vec<(String, String)>,
+    /// Time to live from now in milliseconds; `None`: never expires.
+    pub ttl_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovalReason {
+    Evicted,
+    Expired,
+    Invalidated,
+    /// A newer store of the same normalized prompt in the same namespace took its place.
+    Replaced,
+}
+
+/// A removal, kept until [`Store::take_removed`] so vector indexes can follow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Removed {
+    pub namespace: Arc<str>,
+    pub id: EntryId,
+    pub model: String,
+    pub reason: RemovalReason,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub inserts: u64,
+    pub exact_hits: u64,
+    pub exact_misses: u64,
+    /// Hits recorded on entries found by id (the semantic tier).
+    pub id_hits: u64,
+    pub replaced: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub invalidations: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    EmptyPrompt,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::EmptyPrompt => write!(f, "prompt is empty after normalization"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+struct Slot {
+    entry: Entry,
+    vector: Vec<f32>,
+    key: String,
+    tick: u64,
+}
+
+pub struct Store {
+    slots: HashMap<EntryId, Slot>,
+    namespaces: HashMap<Arc<str>, HashMap<String, EntryId>>,
+    lru: BTreeMap<u64, EntryId>,
+    expiry: BTreeSet<(u64, EntryId)>,
+    removed: Vec<Removed>,
+    next_id: EntryId,
+    next_tick: u64,
+    max_entries: usize,
+    counters: Counters,
+}
+
+impl Store {
+    /// A store holding at most `max_entries` entries (at least one).
+    pub fn new(max_entries: usize) -> Self {
+        Store {
+            slots: HashMap::new(),
+            namespaces: HashMap::new(),
+            lru: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            removed: Vec::new(),
+            next_id: 1,
+            next_tick: 0,
+            max_entries: max_entries.max(1),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Entries per namespace, for namespaces that hold any.
+    pub fn namespace_sizes(&self) -> Vec<(String, usize)> {
+        let mut sizes: Vec<(String, usize)> = self
+            .namespaces
+            .iter()
+            .map(|(name, exact)| (name.to_string(), exact.len()))
+            .collect();
+        sizes.sort();
+        sizes
+    }
+
+    /// Stores an entry and returns its id. An entry with the same normalized prompt in the
+    /// same namespace is replaced; past `max_entries`, the least recently used entries go.
+    pub fn insert(&mut self, new: NewEntry, now_ms: u64) -> Result<EntryId, StoreError> {
+        let key = normalize(&new.prompt);
+        if key.is_empty() {
+            return Err(StoreError::EmptyPrompt);
+        }
+        let namespace: Arc<str> = match self.namespaces.get_key_value(new.namespace.as_str()) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(new.namespace.as_str()),
+        };
+        if let Some(old) = self.namespaces.get(&namespace).and_then(|m| m.get(&key)).copied() {
+            self.remove_slot(old, RemovalReason::Replaced);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let tick = self.bump_tick();
+        let expires_ms = new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
+        if let Some(at) = expires_ms {
+            self.expiry.insert((at, id));
+        }
+        self.lru.insert(tick, id);
+        self.namespaces.entry(namespace.clone()).or_default().insert(key.clone(), id);
+        let entry = Entry {
+            id,
+            namespace,
+            prompt: new.prompt,
+            response: new.response,
+            model: new.model,
+            metadata: new.metadata,
+            created_ms: now_ms,
+            expires_ms,
+            hits: 0,
+        };
+        self.slots.insert(id, Slot { entry, vector: new.vector, key, tick });
+        self.counters.inserts += 1;
+        while self.slots.len() > self.max_entries {
+            let (_, &oldest) = self.lru.first_key_value().expect("lru holds every slot");
+            self.remove_slot(oldest, RemovalReason::Evicted);
+        }
+        Ok(id)
+    }
+
+    /// The exact tier: the live entry whose normalized prompt equals `prompt`'s, counted
+    /// as a hit (or a miss) and moved to the front of the LRU order.
+    pub fn get_exact(&mut self, namespace: &str, prompt: &str, now_ms: u64) -> Option<Entry> {
+        let key = normalize(prompt);
+        let id = self.namespaces.get(namespace).and_then(|m| m.get(&key)).copied();
+        let found = id.and_then(|id| self.live(id, now_ms, true));
+        if found.is_some() {
+            self.counters.exact_hits += 1;
+        } else {
+            self.counters.exact_misses += 1;
+        }
+        found
+    }
+
+    /// The live entry with this id. `count_hit` records a served hit (hit count, LRU).
+    pub fn get(&mut self, id: EntryId, now_ms: u64, count_hit: bool) -> Option<Entry> {
+        let found = self.live(id, now_ms, count_hit);
+        if found.is_some() && count_hit {
+            self.counters.id_hits += 1;
+        }
+        found
+    }
+
+    /// The vector stored with a live entry.
+    pub fn vector(&self, id: EntryId, now_ms: u64) -> Option<&[f32]> {
+        let slot = self.slots.get(&id)?;
+        if is_expired(&slot.entry, now_ms) {
+            return None;
+        }
+        Some(&slot.vector)
+    }
+
+    /// Removes one entry by id; false when there was none.
+    pub fn remove(&mut self, id: EntryId) -> bool {
+        self.remove_slot(id, RemovalReason::Invalidated)
+    }
+
+    /// Removes the entry stored under this prompt's normal form in `namespace`.
+    pub fn remove_prompt(&mut self, namespace: &str, prompt: &str) -> Option<EntryId> {
+        let key = normalize(prompt);
+        let id = self.namespaces.get(namespace).and_then(|m| m.get(&key)).copied()?;
+        self.remove_slot(id, RemovalReason::Invalidated);
+        Some(id)
+    }
+
+    /// Removes every entry of a namespace; returns how many.
+    pub fn clear_namespace(&mut self, namespace: &str) -> usize {
+        let ids: Vec<EntryId> = match self.namespaces.get(namespace) {
+            Some(exact) => exact.values().copied().collect(),
+            None => return 0,
+        };
+        for &id in &ids {
+            self.remove_slot(id, RemovalReason::Invalidated);
+        }
+        ids.len()
+    }
+
+    /// Removes every entry whose time is up at `now_ms`; returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut count = 0;
+        while let Some(&(at, id)) = self.expiry.first() {
+            if at > now_ms {
+                break;
+            }
+            self.remove_slot(id, RemovalReason::Expired);
+            count += 1;
+        }
+        count
+    }
+
+    /// Hands over the removals logged since the last call.
+    pub fn take_removed(&mut self) -> Vec<Removed> {
+        std::mem::take(&mut self.removed)
+    }
+
+    /// Checks that every index agrees with `slots`; for tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let exact_total: usize = self.namespaces.values().map(HashMap::len).sum();
+        if exact_total != self.slots.len() || self.lru.len() != self.slots.len() {
+            return Err(format!(
+                "sizes differ: slots {}, exact {}, lru {}",
+                self.slots.len(),
+                exact_total,
+                self.lru.len()
+            ));
+        }
+        if self.slots.len() > self.max_entries {
+            return Err(format!("{} entries over the cap {}", self.slots.len(), self.max_entries));
+        }
+        for (id, slot) in &self.slots {
+            if self.lru.get(&slot.tick) != Some(id) {
+                return Err(format!("entry {id} missing from the LRU order"));
+            }
+            let exact = self.namespaces.get(&slot.entry.namespace).and_then(|m| m.get(&slot.key));
+            if exact != Some(id) {
+                return Err(format!("entry {id} missing from the exact map"));
+            }
+            if let Some(at) = slot.entry.expires_ms {
+                if !self.expiry.contains(&(at, *id)) {
+                    return Err(format!("entry {id} missing from the expiry order"));
+                }
+            }
+        }
+        if self.namespaces.values().any(HashMap::is_empty) {
+            return Err("an empty namespace was kept".into());
+        }
+        Ok(())
+    }
+
+    fn bump_tick(&mut self) -> u64 {
+        self.next_tick += 1;
+        self.next_tick
+    }
+
+    fn live(&mut self, id: EntryId, now_ms: u64, touch: bool) -> Option<Entry> {
+        let expired = is_expired(&self.slots.get(&id)?.entry, now_ms);
+        if expired {
+            self.remove_slot(id, RemovalReason::Expired);
+            return None;
+        }
+        if touch {
+            let tick = self.bump_tick();
+            let slot = self.slots.get_mut(&id).expect("checked above");
+            self.lru.remove(&slot.tick);
+            slot.tick = tick;
+            slot.entry.hits += 1;
+            self.lru.insert(tick, id);
+        }
+        Some(self.slots[&id].entry.clone())
+    }
+
+    fn remove_slot(&mut self, id: EntryId, reason: RemovalReason) -> bool {
+        let Some(slot) = self.slots.remove(&id) else {
+            return false;
+        };
+        self.lru.remove(&slot.tick);
+        if let Some(at) = slot.entry.expires_ms {
+            self.expiry.remove(&(at, id));
+        }
+        let namespace = slot.entry.namespace;
+        if let Some(exact) = self.namespaces.get_mut(&namespace) {
+            exact.remove(&slot.key);
+            if exact.is_empty() {
+                self.namespaces.remove(&namespace);
+            }
+        }
+        match reason {
+            RemovalReason::Evicted => self.counters.evictions += 1,
+            RemovalReason::Expired => self.counters.expirations += 1,
+            RemovalReason::Invalidated => self.counters.invalidations += 1,
+            RemovalReason::Replaced => self.counters.replaced += 1,
+        }
+        self.removed.push(Removed { namespace, id, model: slot.entry.model, reason });
+        true
+    }
+}
+
+fn is_expired(entry: &Entry, now_ms: u64) -> bool {
+    entry.expires_ms.is_some_and(|at| at <= now_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(namespace: &str, prompt: &str, ttl_ms: Option<u64>) -> NewEntry {
+        NewEntry {
+            namespace: namespace.into(),
+            prompt: prompt.into(),
+            response: format!("answer to {prompt}"),
+            vector: vec![0.5; 4],
+            model: "m".into(),
+            metadata: vec![("k".into(), "v".into())],
+            ttl_ms,
+        }
+    }
+
+    #[test]
+    fn exact_hit_uses_the_normal_form() {
+        let mut s = Store::new(10);
+        let id = s.insert(new("ns", "How do I reset my password?", None), 0).unwrap();
+        let hit = s.get_exact("ns", "  how do I RESET my   password?", 1).unwrap();
+        assert_eq!(hit.id, id);
+        assert_eq!(hit.hits, 1);
+        assert_eq!(hit.metadata, vec![("k".to_string(), "v".to_string())]);
+        assert!(s.get_exact("ns", "How do I reset my password", 1).is_none());
+        assert_eq!(s.counters().exact_hits, 1);
+        assert_eq!(s.counters().exact_misses, 1);
+        assert_eq!(s.vector(id, 1), Some(&[0.5f32; 4][..]));
+    }
+
+    #[test]
+    fn namespaces_are_isolated() {
+        let mut s = Store::new(10);
+        s.insert(new("a", "q", None), 0).unwrap();
+        assert!(s.get_exact("b", "q", 0).is_none());
+        assert!(s.get_exact("a", "q", 0).is_some());
+        assert_eq!(s.clear_namespace("b"), 0);
+        assert_eq!(s.clear_namespace("a"), 1);
+        assert!(s.is_empty());
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn same_prompt_replaces_and_logs_the_old_entry() {
+        let mut s = Store::new(10);
+        let first = s.insert(new("ns", "Q", None), 0).unwrap();
+        let second = s.insert(new("ns", "q", None), 0).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(s.len(), 1);
+        assert!(s.get(first, 0, false).is_none());
+        let removed = s.take_removed();
+        assert_eq!(removed.len(), 1);
+        assert_eq!((removed[0].id, removed[0].reason), (first, RemovalReason::Replaced));
+        assert!(s.take_removed().is_empty());
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn expired_entries_are_never_served_and_are_reclaimed() {
+        let mut s = Store::new(10);
+        let short = s.insert(new("ns", "short", Some(1_000)), 0).unwrap();
+        let long = s.insert(new("ns", "long", Some(5_000)), 0).unwrap();
+        let forever = s.insert(new("ns", "forever", None), 0).unwrap();
+        assert!(s.get(short, 999, false).is_some());
+        // Served never at or past its expiry, even before a sweep ran.
+        assert!(s.get(short, 1_000, false).is_none());
+        assert!(s.vector(long, 5_000).is_none());
+        assert_eq!(s.expire(10_000), 1);
+        assert!(s.get(long, 10_000, false).is_none());
+        assert!(s.get(forever, u64::MAX, false).is_some());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.counters().expirations, 2);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn lru_eviction_keeps_recently_used() {
+        let mut s = Store::new(2);
+        let a = s.insert(new("ns", "a", None), 0).unwrap();
+        let b = s.insert(new("ns", "b", None), 0).unwrap();
+        s.get_exact("ns", "a", 0).unwrap(); // a is now newer than b
+        let c = s.insert(new("ns", "c", None), 0).unwrap();
+        assert!(s.get(a, 0, false).is_some());
+        assert!(s.get(b, 0, false).is_none());
+        assert!(s.get(c, 0, false).is_some());
+        assert_eq!(s.counters().evictions, 1);
+        let removed = s.take_removed();
+        assert_eq!((removed[0].id, removed[0].reason), (b, RemovalReason::Evicted));
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn remove_by_id_and_prompt() {
+        let mut s = Store::new(10);
+        let a = s.insert(new("ns", "a", None), 0).unwrap();
+        s.insert(new("ns", "b", None), 0).unwrap();
+        assert!(s.remove(a));
+        assert!(!s.remove(a));
+        assert!(s.remove_prompt("ns", "B ").is_some());
+        assert!(s.remove_prompt("ns", "b").is_none());
+        assert!(s.is_empty());
+        assert_eq!(s.counters().invalidations, 2);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn empty_prompt_is_refused() {
+        let mut s = Store::new(10);
+        assert_eq!(s.insert(new("ns", " \n", None), 0), Err(StoreError::EmptyPrompt));
+        assert!(s.is_empty());
+    }
+}

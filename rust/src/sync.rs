@@ -1,0 +1,85 @@
+//! The store for many threads: one lock around [`Store`].
+//!
+//! Every store operation is short (map look-ups, no I/O, no embedding), so a single mutex
+//! keeps the code simple; sharding by namespace can replace it behind the same interface.
+
+use std::sync::{Mutex, MutexGuard};
+
+use crate::store::Store;
+
+pub struct SharedStore {
+    inner: Mutex<Store>,
+}
+
+impl SharedStore {
+    pub fn new(max_entries: usize) -> Self {
+        SharedStore { inner: Mutex::new(Store::new(max_entries)) }
+    }
+
+    /// Runs `f` with the store locked.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic inside `f` cannot leave a half-made change: every Store method either
+        // completes its bookkeeping or panics before touching the maps, so keep going.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEntry;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn many_threads_keep_the_store_consistent() {
+        let shared = Arc::new(SharedStore::new(500));
+        let workers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    for i in 0..2_000u64 {
+                        let prompt = format!("question {}", (i * 7 + t) % 900);
+                        let now = i;
+                        match i % 5 {
+                            0 | 1 => {
+                                let new = NewEntry {
+                                    namespace: format!("ns{}", t % 3),
+                                    prompt,
+                                    ttl_ms: (i % 3 == 0).then_some(50),
+                                    ..NewEntry::default()
+                                };
+                                shared.with(|s| s.insert(new, now)).unwrap();
+                            }
+                            2 => {
+                                shared.with(|s| s.get_exact(&format!("ns{}", t % 3), &prompt, now));
+                            }
+                            3 => {
+                                shared.with(|s| s.expire(now));
+                            }
+                            _ => {
+                                shared.with(|s| s.remove_prompt("ns1", &prompt));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        shared.with(|s| {
+            s.check_invariants().unwrap();
+            let c = s.counters();
+            let removed = s.take_removed().len() as u64;
+            assert_eq!(c.inserts, 8 * 2_000 * 2 / 5);
+            // Every insert is either still here or was logged as removed exactly once.
+            assert_eq!(c.inserts, s.len() as u64 + removed);
+            assert_eq!(removed, c.evictions + c.expirations + c.invalidations + c.replaced);
+        });
+    }
+}

@@ -1,0 +1,103 @@
+"""Fixtures: one real semcached server process on a free 127.0.0.1 port, talking to a fake
+OpenAI-compatible provider (a real HTTP server) through the real openai SDK."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fake_openai import API_KEY, FakeOpenAI
+from semcached import Client
+
+_names = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, tmp: Path, provider_url: str, config: str = "", env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.data_dir = tmp / "data"
+        config_file = tmp / "semcached.toml"
+        config_file.write_text(
+            "[cache]\nexpire_interval_ms = 100\n"
+            f"[provider]\nbase_url = \"{provider_url}\"\ntimeout_seconds = 3.0\nmax_retries = 0\n"
+            + config)
+        self.log = tmp / "server.log"
+        self._log_file = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "semcached", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--config", str(config_file)],
+            stdout=self._log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "OPENAI_API_KEY": API_KEY, **(env or {})},
+        )
+        self.wait_serving()
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("server"), fake_openai.base_url)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest) -> str:
+    """A namespace of this test's own, so tests sharing the server never see each other."""
+    return f"t{next(_names)}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+
+
+@pytest.fixture
+def client(server: ServerProcess, namespace: str) -> Iterator[Client]:
+    with Client(server.target, namespace=namespace) as c:
+        yield c
