@@ -50,8 +50,9 @@ proto-check: ## fail when the committed stubs differ from the proto
 	done; echo "stubs match the proto"
 
 .PHONY: lint
-lint: ## check the hand-written .pyi of semcached._core against the built module
+lint: ## type-check the package and its .pyi against the built native module
 	$(PY) -m mypy.stubtest semcached._core
+	$(PY) -m mypy
 
 .PHONY: bench
 bench: install ## load test a fresh server (see benchmarks/README.md)

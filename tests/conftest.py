@@ -4,6 +4,7 @@ OpenAI-compatible provider (a real HTTP server) through the real openai SDK."""
 from __future__ import annotations
 
 import itertools
+import re
 import os
 import signal
 import socket
@@ -94,7 +95,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) ->
 @pytest.fixture
 def namespace(request: pytest.FixtureRequest) -> str:
     """A namespace of this test's own, so tests sharing the server never see each other."""
-    return f"t{next(_names)}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"t{next(_names)}-{request.node.name}")[:64]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from semcached.errors import (
     Unauthenticated,
     Unavailable,
 )
-from semcached.types import CompletionResult, LookupResult, Stats, StoreResult, Usage
+from semcached.results import CompletionResult, LookupResult, Stats, StoreResult, Usage
 
 __all__ = [
     "AsyncClient",

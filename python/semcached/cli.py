@@ -22,6 +22,9 @@ def _serve(args: argparse.Namespace) -> int:
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per upstream HTTP request is noise at info level; errors still show.
+    for noisy in ("httpx", "httpx2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from semcached.server import serve  # heavy imports (onnxruntime, grpc) only here
 
     asyncio.run(serve(config))

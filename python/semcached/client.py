@@ -14,7 +14,7 @@ import grpc
 
 from semcached import validation
 from semcached.errors import InvalidArgument, SemcachedError, from_status
-from semcached.types import CompletionResult, HitKind, LookupResult, Stats, StoreResult, Usage
+from semcached.results import CompletionResult, HitKind, LookupResult, Stats, StoreResult, Usage
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 

@@ -153,16 +153,19 @@ def _set(section: Any, name: str, key: str, value: Any, where: str) -> None:
     setattr(section, key, _coerce(value, kind, f"{where}: {name}.{key}"))
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _coerce(value: Any, kind: type, what: str) -> Any:
     if isinstance(value, str) and kind is not str:
         try:
             return kind(value.strip()) if kind is not bool else _parse_bool(value)
         except ValueError:
-            raise ConfigError(f"{what} must be a {kind.__name__}, got {value!r}") from None
+            raise ConfigError(f"{what} must be {_KIND_NAMES[kind]}, got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not kind:
-        raise ConfigError(f"{what} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{what} must be {_KIND_NAMES[kind]}, got {value!r}")
     return value
 
 

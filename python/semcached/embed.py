@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +23,7 @@ from semcached.models import ModelFolder, file_sha256
 # Largest batch one inference takes: past ~32 short sentences per call the per-item
 # cost stops falling and the batch's latency only grows.
 MAX_BATCH = 32
+T = TypeVar("T")
 
 
 class Embedder:
@@ -123,7 +125,7 @@ class BatchingEmbedder:
         finally:
             self._running -= 1
 
-    def run_sync(self, fn, *args):  # type: ignore[no-untyped-def]
+    def run_sync(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Runs ``fn`` on the embedding pool (for work that goes with an embedding)."""
         return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 

@@ -25,7 +25,7 @@ from semcached.errors import InvalidArgument, Unavailable
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
 from semcached.provider import Answer, Provider
-from semcached.types import CompletionResult, LookupResult, Stats, StoreResult, Usage
+from semcached.results import CompletionResult, LookupResult, Stats, StoreResult, Usage
 
 log = logging.getLogger("semcached.engine")
 

@@ -25,7 +25,7 @@ from semcached.errors import (
     Unauthenticated,
     Unavailable,
 )
-from semcached.types import Usage
+from semcached.results import Usage
 
 log = logging.getLogger("semcached.provider")
 

@@ -11,7 +11,7 @@ import grpc
 
 from semcached.engine import Engine
 from semcached.errors import InvalidArgument, SemcachedError
-from semcached.types import LookupResult
+from semcached.results import LookupResult
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 
@@ -97,7 +97,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
     async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:
         target = request.WhichOneof("target")
         if target == "all" and not request.all:
-            raise InvalidArgument("all must be true when it is the target")
+            raise InvalidArgument("invalidate needs exactly one of entry_id, prompt, all; all=false selects nothing")
         removed = await self.engine.invalidate(
             request.namespace,
             entry_id=request.entry_id if target == "entry_id" else None,

@@ -1,0 +1,86 @@
+"""The native store through its Python binding: semantics and thread safety."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from semcached import _core
+
+
+def test_exact_tier_matches_the_normal_form() -> None:
+    store = _core.Store(100)
+    entry_id = store.insert("ns", "How do I reset my PASSWORD?", "Settings.", [0.1] * 4, "m",
+                            {"source": "docs"}, None)
+    hit = store.get_exact("ns", "  how do i reset   my password? ")
+    assert hit is not None and hit.id == entry_id
+    assert (hit.response, hit.metadata, hit.hits, hit.expires_ms) == ("Settings.", {"source": "docs"}, 1, None)
+    assert store.get_exact("other", "how do i reset my password?") is None
+    assert store.get_exact("ns", "how do i reset my password") is None  # punctuation counts
+    assert _core.normalize("Ｃａｆé\u00a0 Menu") == "café menu"
+
+
+def test_ttl_is_enforced_on_read() -> None:
+    store = _core.Store(100)
+    entry_id = store.insert("ns", "q", "a", [0.0], "m", None, 0)
+    assert store.get(entry_id) is None  # a zero TTL expires at once
+    assert store.counters()["expirations"] == 1
+    assert store.take_removed() == [("ns", entry_id, "m", "expired")]
+
+
+def test_lru_cap_and_removal_log() -> None:
+    store = _core.Store(2)
+    a = store.insert("ns", "a", "A", [1.0], "m")
+    b = store.insert("ns", "b", "B", [1.0], "m")
+    assert store.get(a, count_hit=True) is not None
+    store.insert("ns", "c", "C", [1.0], "m")
+    assert store.get(b) is None and store.get(a) is not None
+    assert store.take_removed() == [("ns", b, "m", "evicted")]
+    assert len(store) == 2 and store.max_entries == 2
+    assert store.vector(a) == [1.0]
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        _core.Store(0)
+    with pytest.raises(ValueError, match="empty"):
+        _core.Store().insert("ns", " \t", "a", [], "m")
+    with pytest.raises(OverflowError):
+        _core.Store().insert("ns", "q", "a", [], "m", None, -1)
+
+
+def test_threads_hammering_the_store_keep_it_consistent() -> None:
+    store = _core.Store(300)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(3000):
+                prompt = f"question {(i * 13 + t) % 500}"
+                op = i % 6
+                if op < 2:
+                    store.insert(f"ns{t % 3}", prompt, "answer", [float(i)] * 8, "m",
+                                 {"t": str(t)}, 5 if i % 4 == 0 else None)
+                elif op == 2:
+                    store.get_exact(f"ns{t % 3}", prompt)
+                elif op == 3:
+                    store.expire()
+                elif op == 4:
+                    store.remove_prompt("ns1", prompt)
+                else:
+                    store.take_removed()
+        except BaseException as e:  # surfaced below: an "already borrowed" would land here
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    store.check_invariants()
+    counters = store.counters()
+    assert counters["inserts"] == 8 * 1000
+    assert len(store) <= 300
+    assert sum(store.namespace_sizes().values()) == len(store)
