@@ -1,0 +1,88 @@
+"""The vector index and the engine in-process: removed entries are never returned, their
+slots are reused, eviction and expiry reach the index."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from semcached import config as configuration
+from semcached.engine import Engine
+from semcached.index import INITIAL_CAPACITY, ScopeIndex
+
+
+def unit_rows(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_index_grows_and_reuses_the_slots_of_removed_entries() -> None:
+    index = ScopeIndex(32)
+    rows = unit_rows(INITIAL_CAPACITY + 500)
+    for i, row in enumerate(rows):
+        index.add(i + 1, row)
+    capacity = index._index.get_max_elements()
+    assert capacity == 2 * INITIAL_CAPACITY and len(index) == len(rows)
+    for i in range(1, 501):
+        index.remove(i)
+    assert all(entry_id > 500 for entry_id, _ in index.search(rows[0], 4))
+    fresh = unit_rows(500, seed=1)
+    for i, row in enumerate(fresh):
+        index.add(10_000 + i, row)
+    assert index._index.get_max_elements() == capacity  # reused, not grown
+    top_id, similarity = index.search(fresh[7], 1)[0]
+    assert top_id == 10_007 and similarity == pytest.approx(1.0, abs=1e-4)
+
+
+def test_removal_before_add_is_not_resurrected() -> None:
+    index = ScopeIndex(32)
+    index.remove(5)  # the store removed it before the add reached the index
+    index.add(5, unit_rows(1)[0])
+    assert len(index) == 0 and index.search(unit_rows(1)[0], 1) == []
+
+
+@pytest.fixture
+def engine_config() -> configuration.Config:
+    config = configuration.load(None, environ={})
+    config.cache.max_entries = 3
+    return config
+
+
+def test_engine_eviction_and_expiry_reach_the_index(engine_config: configuration.Config) -> None:
+    async def run() -> None:
+        engine = Engine.from_config(engine_config)
+        try:
+            await engine.store_entry("ns", "How do I reset my password?", "A1")
+            for q in ("How do I delete my account?", "How do I change my email?",
+                      "How do I enable two-factor authentication?"):
+                await engine.store_entry("ns", q, "A")
+            # The least recently used entry was evicted from the store and its index.
+            assert (await engine.lookup("ns", "what's the way to reset my password")).kind == "miss"
+            assert sum(engine.indexes.sizes().values()) == 3
+            await engine.store_entry("ns", "Where is my invoice?", "A", ttl_seconds=1)
+            await asyncio.sleep(1.1)
+            assert engine.sweep() == 1
+            assert sum(engine.indexes.sizes().values()) == 2
+            assert await engine.invalidate("ns", all=True) == 2
+            assert engine.indexes.sizes() == {}
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+
+
+def test_vectors_of_another_model_are_never_compared(engine_config: configuration.Config) -> None:
+    async def run() -> None:
+        engine = Engine.from_config(engine_config)
+        try:
+            vector = await engine.embedder.embed("How do I reset my password?")
+            # An entry whose vector came from another model: exact tier only, never semantic.
+            engine.store.insert("ns", "How do I reset my password?", "old", vector.tolist(), "other-model@1")
+            assert (await engine.lookup("ns", "what's the way to reset my password")).kind == "miss"
+            assert (await engine.lookup("ns", "how do i reset my password?")).kind == "exact"
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
