@@ -31,10 +31,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, tmp: Path, provider_url: str, config: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, provider_url: str, config: str = "",
+                 env: dict[str, str] | None = None, data_dir: Path | None = None) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        self.data_dir = tmp / "data"
+        self.data_dir = data_dir or tmp / "data"
         config_file = tmp / "semcached.toml"
         config_file.write_text(
             "[cache]\nexpire_interval_ms = 100\n"
@@ -48,7 +50,11 @@ class ServerProcess:
             stdout=self._log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "OPENAI_API_KEY": API_KEY, **(env or {})},
         )
-        self.wait_serving()
+        try:
+            self.wait_serving()
+        except BaseException:
+            self.stop()
+            raise
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -56,6 +62,7 @@ class ServerProcess:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    self._log_file.flush()
                     raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
                 try:
                     status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status

@@ -4,6 +4,7 @@ slots are reused, eviction and expiry reach the index."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,9 +45,10 @@ def test_removal_before_add_is_not_resurrected() -> None:
 
 
 @pytest.fixture
-def engine_config() -> configuration.Config:
+def engine_config(tmp_path: Path) -> configuration.Config:
     config = configuration.load(None, environ={})
     config.cache.max_entries = 3
+    config.server.data_dir = str(tmp_path / "data")
     return config
 
 

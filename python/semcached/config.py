@@ -18,7 +18,8 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A configuration a person must fix; the message names the key and the rule."""
+    """Something a person must fix before the server can start (a config key, a busy or
+    damaged data directory, a missing model); the message says what and how."""
 
 
 @dataclass
@@ -43,6 +44,17 @@ class CacheConfig:
     max_metadata_bytes: int = 16 * 1024
     # How often expired entries are swept and their index slots freed.
     expire_interval_ms: int = 1000
+
+
+@dataclass
+class StorageConfig:
+    # "always": a Store is acknowledged only once its log record is on disk (one flush per
+    # write). "interval": the log is flushed every fsync_interval_ms; a crash can lose the
+    # writes of the last interval, in exchange for no flush per write.
+    fsync: str = "always"
+    fsync_interval_ms: int = 200
+    # A snapshot is written when the log grows past this, and at a clean shutdown.
+    snapshot_log_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
@@ -73,6 +85,7 @@ class ProviderConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
 
@@ -91,6 +104,11 @@ class Config:
         for key in ("max_prompt_bytes", "max_response_bytes", "max_metadata_bytes",
                     "expire_interval_ms"):
             _require(getattr(c, key) >= 1, f"cache.{key}", "must be at least 1")
+        _require(self.storage.fsync in ("always", "interval"), "storage.fsync",
+                 "must be 'always' or 'interval'")
+        _require(self.storage.fsync_interval_ms >= 1, "storage.fsync_interval_ms", "must be at least 1")
+        _require(self.storage.snapshot_log_bytes >= 4096, "storage.snapshot_log_bytes",
+                 "must be at least 4096")
         _require(self.embedding.pooling in ("mean", "cls"), "embedding.pooling",
                  "must be 'mean' or 'cls'")
         _require(self.embedding.threads >= 0, "embedding.threads", "must not be negative")

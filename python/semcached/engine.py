@@ -13,13 +13,13 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from semcached import _core, validation
-from semcached.config import Config
+from semcached.config import Config, ConfigError, data_dir
 from semcached.embed import BatchingEmbedder, Embedder, default_threads
 from semcached.errors import InvalidArgument, Unavailable
 from semcached.index import Indexes
@@ -52,16 +52,44 @@ class Engine:
         self.indexes = Indexes(embedder.embedder.dim)
         self._counts: Counter[str] = Counter()
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
-        self._maintenance: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     def from_config(cls, config: Config) -> Engine:
+        """The engine over the store kept in the configured data directory (recovered
+        from it when it holds one), with its vector indexes rebuilt."""
         folder = resolve(config.embedding.model, models_dir(config.embedding.models_dir),
                          config.embedding.pooling)
         embedder = Embedder(folder, config.embedding.max_tokens)
         threads = default_threads(config.embedding.threads)
-        return cls(config, _core.Store(config.cache.max_entries),
-                   BatchingEmbedder(embedder, threads), Provider(config.provider))
+        try:
+            store = _core.Store(config.cache.max_entries, str(data_dir(config)),
+                                config.storage.fsync)
+        except _core.CorruptDataError as e:
+            raise ConfigError(str(e)) from None
+        except OSError as e:
+            raise ConfigError(f"cannot open the data directory: {e}") from None
+        engine = cls(config, store, BatchingEmbedder(embedder, threads), Provider(config.provider))
+        engine._recover()
+        return engine
+
+    def _recover(self) -> None:
+        from_snapshot, replayed, warnings = self.store.recovery
+        for warning in warnings:
+            log.warning("recovery: %s", warning)
+        other_models = 0
+        for scope, model, ids, raw in self.store.export_vectors():
+            if model != self.model_id:
+                other_models += len(ids)  # served by the exact tier only
+                continue
+            vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
+            self.indexes.add_many(scope, model, ids, vectors)
+        if from_snapshot or replayed:
+            log.info("recovered %d entries (%d from the snapshot, %d log records replayed)",
+                     len(self.store), from_snapshot, replayed)
+        if other_models:
+            log.warning("%d entries were embedded by another model than %s: exact hits only",
+                        other_models, self.model_id)
 
     @property
     def model_id(self) -> str:
@@ -133,21 +161,29 @@ class Engine:
             validation.text("prompt", prompt)
         if entry_id is not None and entry_id <= 0:
             raise InvalidArgument(f"entry_id must be positive, got {entry_id}")
-        scopes = [s for s in self.store.namespace_sizes() if _namespace_of(s) == name]
-        removed = 0
-        if entry_id is not None:
-            entry = self.store.get(entry_id)
-            # An id from another namespace is treated as absent: scopes are walls.
-            if entry is not None and entry.namespace in scopes:
-                removed = int(self.store.remove(entry_id))
-        else:
-            for scope in scopes:
+
+        def remove() -> int:
+            scopes = [s for s in self.store.namespace_sizes() if _namespace_of(s) == name]
+            removed = 0
+            if entry_id is not None:
+                entry = self.store.get(entry_id)
+                # An id from another namespace is treated as absent: scopes are walls.
+                if entry is not None and entry.namespace in scopes:
+                    removed = int(self.store.remove(entry_id))
+            for scope in scopes if entry_id is None else []:
                 if all:
                     removed += self.store.clear_namespace(scope)
                 elif prompt is not None:
                     removed += self.store.remove_prompt(scope, prompt) is not None
-        await self.embedder.run_sync(self._apply_removals)
-        return removed
+            return removed
+
+        try:
+            # Off the event loop: each removal is logged (and flushed) before it is applied.
+            return await self.embedder.run_sync(remove)
+        except OSError as e:
+            raise Unavailable(f"the invalidation was not applied: {e}") from None
+        finally:
+            await self.embedder.run_sync(self._apply_removals)
 
     def stats(self) -> Stats:
         core = self.store.counters()
@@ -167,29 +203,40 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the background sweep of expired entries (needs a running loop)."""
-        self._maintenance = asyncio.get_running_loop().create_task(self._sweep_forever())
+        """Starts the background work: expiry sweeps, log flushes, snapshots."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._every(self.config.cache.expire_interval_ms, self.sweep))]
+        if self.config.storage.fsync == "interval":
+            self._tasks.append(loop.create_task(
+                self._every(self.config.storage.fsync_interval_ms, self.store.sync)))
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            await asyncio.gather(self._maintenance, return_exceptions=True)
+        """Stops background work, snapshots (so the next start replays no log), closes."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.provider.close()
+        try:
+            await self.embedder.run_sync(self.store.snapshot)
+        except OSError as e:
+            log.error("could not write the shutdown snapshot (the log still holds every entry): %s", e)
         self.embedder.close()
 
-    async def _sweep_forever(self) -> None:
-        interval = self.config.cache.expire_interval_ms / 1000
+    async def _every(self, interval_ms: int, work: Callable[[], object]) -> None:
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval_ms / 1000)
             try:
-                await self.embedder.run_sync(self.sweep)
+                await self.embedder.run_sync(work)
             except Exception:
-                log.exception("expiry sweep failed; retrying next interval")
+                log.exception("background %s failed; retrying next interval", work.__name__)
 
     def sweep(self) -> int:
-        """Removes expired entries from the store and their vectors from the indexes."""
+        """Removes expired entries from the store and their vectors from the indexes, and
+        snapshots when the log has grown past its bound."""
         expired = self.store.expire()
         self._apply_removals()
+        if self.store.log_bytes() > self.config.storage.snapshot_log_bytes:
+            self.store.snapshot()
         return expired
 
     # -- internals -------------------------------------------------------------------
@@ -226,8 +273,11 @@ class Engine:
         ttl_ms = ttl * 1000 if ttl else None
 
         def insert() -> int:
-            entry_id = self.store.insert(scope, prompt, response, vector.tolist(),
-                                         self.model_id, metadata, ttl_ms)
+            try:
+                entry_id = self.store.insert(scope, prompt, response, vector.tolist(),
+                                             self.model_id, metadata, ttl_ms)
+            except OSError as e:
+                raise Unavailable(f"the entry was not stored: {e}") from None
             self.indexes.add(scope, self.model_id, entry_id, vector)
             self._apply_removals()  # what the insert replaced or evicted
             return entry_id

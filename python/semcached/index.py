@@ -54,6 +54,15 @@ class ScopeIndex:
                 self._deleted -= 1
             self._live.add(entry_id)
 
+    def add_many(self, entry_ids: list[int], vectors: np.ndarray) -> None:
+        """Bulk insert (a restart's rebuild), on every core."""
+        with self._lock:
+            needed = self._index.element_count + len(entry_ids)
+            if needed > self._index.get_max_elements():
+                self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
+            self._index.add_items(vectors, entry_ids, num_threads=-1)
+            self._live.update(entry_ids)
+
     def remove(self, entry_id: int) -> None:
         with self._lock:
             if entry_id not in self._live:
@@ -91,10 +100,18 @@ class Indexes:
     # an add is on its way into it; searches only take the index's own lock.
     def add(self, scope: str, model: str, entry_id: int, vector: np.ndarray) -> None:
         with self._lock:
-            index = self._indexes.get((scope, model))
-            if index is None:
-                index = self._indexes[(scope, model)] = ScopeIndex(self.dim)
-            index.add(entry_id, vector)
+            self._index_for(scope, model).add(entry_id, vector)
+
+    def add_many(self, scope: str, model: str, entry_ids: list[int], vectors: np.ndarray) -> None:
+        with self._lock:
+            self._index_for(scope, model).add_many(entry_ids, vectors)
+
+    def _index_for(self, scope: str, model: str) -> ScopeIndex:
+        """The scope's index, made when first needed; the caller holds the registry lock."""
+        index = self._indexes.get((scope, model))
+        if index is None:
+            index = self._indexes[(scope, model)] = ScopeIndex(self.dim)
+        return index
 
     def remove(self, scope: str, model: str, entry_id: int) -> None:
         with self._lock:

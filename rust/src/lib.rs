@@ -14,6 +14,8 @@
 //! bytes, 4 bytes per vector dimension, the normalized prompt once more (exact-map key),
 //! and about 200 bytes of map and bookkeeping overhead.
 
+pub mod codec;
+pub mod durable;
 pub mod normalize;
 pub mod store;
 pub mod sync;

@@ -2,14 +2,34 @@
 //! the store. No cache logic lives here.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
+use crate::durable::{self, Durable, Fsync, Recovery};
 use crate::normalize;
 use crate::store::{self, EntryId, NewEntry, DEFAULT_MAX_ENTRIES};
 use crate::sync::SharedStore;
+
+create_exception!(
+    _core,
+    CorruptDataError,
+    PyException,
+    "Data on disk failed its checksum and will not be served."
+);
+
+/// The one bridge from core errors to Python exceptions.
+fn to_py(e: durable::Error) -> PyErr {
+    match e {
+        durable::Error::Store(e) => PyValueError::new_err(e.to_string()),
+        durable::Error::Io(m) => PyOSError::new_err(m),
+        durable::Error::Corrupt(m) => CorruptDataError::new_err(m),
+    }
+}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -56,22 +76,42 @@ impl From<store::Entry> for Entry {
 #[pyclass(frozen, name = "Store", module = "semcached._core")]
 pub struct PyStore {
     inner: SharedStore,
+    recovery: Recovery,
 }
 
 #[pymethods]
 impl PyStore {
+    /// An in-memory store, or with `data_dir` one that logs every change there and
+    /// recovers from it when opened again.
     #[new]
-    #[pyo3(signature = (max_entries = DEFAULT_MAX_ENTRIES))]
-    fn new(max_entries: usize) -> PyResult<Self> {
+    #[pyo3(signature = (max_entries = DEFAULT_MAX_ENTRIES, data_dir = None, fsync = "always"))]
+    fn new(py: Python<'_>, max_entries: usize, data_dir: Option<PathBuf>, fsync: &str) -> PyResult<Self> {
         if max_entries == 0 {
             return Err(PyValueError::new_err("max_entries must be at least 1"));
         }
-        Ok(PyStore { inner: SharedStore::new(max_entries) })
+        let fsync = match fsync {
+            "always" => Fsync::Always,
+            "interval" => Fsync::Interval,
+            other => return Err(PyValueError::new_err(format!("fsync must be 'always' or 'interval', not {other:?}"))),
+        };
+        let (durable, recovery) = match data_dir {
+            None => (Durable::in_memory(max_entries), Recovery::default()),
+            Some(dir) => py.detach(|| Durable::open(&dir, max_entries, fsync, now_ms())).map_err(to_py)?,
+        };
+        Ok(PyStore { inner: SharedStore::new(durable), recovery })
+    }
+
+    /// What opening the data directory found: entries from the snapshot, records replayed
+    /// from the log, and warnings (a torn record dropped, ...).
+    #[getter]
+    fn recovery(&self) -> (usize, usize, Vec<String>) {
+        let r = &self.recovery;
+        (r.snapshot_entries, r.replayed_records, r.warnings.clone())
     }
 
     #[getter]
     fn max_entries(&self, py: Python<'_>) -> usize {
-        py.detach(|| self.inner.with(|s| s.max_entries()))
+        py.detach(|| self.inner.with(|d| d.store().max_entries()))
     }
 
     /// Stores an entry; returns its id. Replaces an entry with the same normalized prompt.
@@ -91,48 +131,83 @@ impl PyStore {
         let mut metadata: Vec<(String, String)> = metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
         let new = NewEntry { namespace, prompt, response, vector, model, metadata, ttl_ms };
-        py.detach(|| self.inner.with(|s| s.insert(new, now_ms())))
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+        py.detach(|| self.inner.with(|d| d.insert(new, now_ms()))).map_err(to_py)
     }
 
     /// The exact tier: the live entry stored under this prompt's normal form, or None.
     fn get_exact(&self, py: Python<'_>, namespace: String, prompt: String) -> Option<Entry> {
-        py.detach(|| self.inner.with(|s| s.get_exact(&namespace, &prompt, now_ms())))
+        py.detach(|| self.inner.with(|d| d.store_mut().get_exact(&namespace, &prompt, now_ms())))
             .map(Entry::from)
     }
 
     /// The live entry with this id, or None. `count_hit` records a served hit.
     #[pyo3(signature = (entry_id, count_hit = false))]
     fn get(&self, py: Python<'_>, entry_id: EntryId, count_hit: bool) -> Option<Entry> {
-        py.detach(|| self.inner.with(|s| s.get(entry_id, now_ms(), count_hit))).map(Entry::from)
+        py.detach(|| self.inner.with(|d| d.store_mut().get(entry_id, now_ms(), count_hit))).map(Entry::from)
     }
 
     /// The vector stored with a live entry, or None.
     fn vector(&self, py: Python<'_>, entry_id: EntryId) -> Option<Vec<f32>> {
-        py.detach(|| self.inner.with(|s| s.vector(entry_id, now_ms()).map(<[f32]>::to_vec)))
+        py.detach(|| self.inner.with(|d| d.store().vector(entry_id, now_ms()).map(<[f32]>::to_vec)))
     }
 
-    fn remove(&self, py: Python<'_>, entry_id: EntryId) -> bool {
-        py.detach(|| self.inner.with(|s| s.remove(entry_id)))
+    fn remove(&self, py: Python<'_>, entry_id: EntryId) -> PyResult<bool> {
+        py.detach(|| self.inner.with(|d| d.remove(entry_id))).map_err(to_py)
     }
 
     /// Removes the entry stored under this prompt's normal form; returns its id or None.
-    fn remove_prompt(&self, py: Python<'_>, namespace: String, prompt: String) -> Option<u64> {
-        py.detach(|| self.inner.with(|s| s.remove_prompt(&namespace, &prompt)))
+    fn remove_prompt(&self, py: Python<'_>, namespace: String, prompt: String) -> PyResult<Option<u64>> {
+        py.detach(|| self.inner.with(|d| d.remove_prompt(&namespace, &prompt))).map_err(to_py)
     }
 
-    fn clear_namespace(&self, py: Python<'_>, namespace: String) -> usize {
-        py.detach(|| self.inner.with(|s| s.clear_namespace(&namespace)))
+    fn clear_namespace(&self, py: Python<'_>, namespace: String) -> PyResult<usize> {
+        py.detach(|| self.inner.with(|d| d.clear_namespace(&namespace))).map_err(to_py)
+    }
+
+    /// Flushes logged changes to the disk (for fsync = "interval").
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.with(|d| d.sync())).map_err(to_py)
+    }
+
+    /// Writes a snapshot and drops the log it covers; returns the entries written.
+    fn snapshot(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.inner.with(|d| d.snapshot(now_ms()))).map_err(to_py)
+    }
+
+    /// Bytes in the current log segment.
+    fn log_bytes(&self, py: Python<'_>) -> u64 {
+        py.detach(|| self.inner.with(|d| d.log_bytes()))
+    }
+
+    /// Every live vector grouped by (namespace, model): (namespace, model, ids, vectors as
+    /// little-endian float32 rows), to rebuild vector indexes after a restart.
+    fn export_vectors<'py>(&self, py: Python<'py>) -> Vec<(String, String, Vec<u64>, Bound<'py, PyBytes>)> {
+        let groups = py.detach(|| {
+            self.inner.with(|d| {
+                let mut groups: HashMap<(String, String), (Vec<u64>, Vec<u8>)> = HashMap::new();
+                for (entry, vector) in d.store().entries() {
+                    let key = (entry.namespace.to_string(), entry.model.clone());
+                    let (ids, bytes) = groups.entry(key).or_default();
+                    ids.push(entry.id);
+                    bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+                }
+                groups
+            })
+        });
+        groups
+            .into_iter()
+            .map(|((ns, model), (ids, bytes))| (ns, model, ids, PyBytes::new(py, &bytes)))
+            .collect()
     }
 
     /// Removes entries whose time is up; returns how many.
     fn expire(&self, py: Python<'_>) -> usize {
-        py.detach(|| self.inner.with(|s| s.expire(now_ms())))
+        py.detach(|| self.inner.with(|d| d.store_mut().expire(now_ms())))
     }
 
     /// Removals since the last call, as (namespace, entry id, model, reason).
     fn take_removed(&self, py: Python<'_>) -> Vec<(String, u64, String, &'static str)> {
-        let removed = py.detach(|| self.inner.with(|s| s.take_removed()));
+        let removed = py.detach(|| self.inner.with(|d| d.store_mut().take_removed()));
         removed
             .into_iter()
             .map(|r| {
@@ -148,11 +223,11 @@ impl PyStore {
     }
 
     fn namespace_sizes(&self, py: Python<'_>) -> HashMap<String, usize> {
-        py.detach(|| self.inner.with(|s| s.namespace_sizes())).into_iter().collect()
+        py.detach(|| self.inner.with(|d| d.store().namespace_sizes())).into_iter().collect()
     }
 
     fn counters(&self, py: Python<'_>) -> HashMap<&'static str, u64> {
-        let c = py.detach(|| self.inner.with(|s| s.counters()));
+        let c = py.detach(|| self.inner.with(|d| d.store().counters()));
         HashMap::from([
             ("inserts", c.inserts),
             ("exact_hits", c.exact_hits),
@@ -167,11 +242,11 @@ impl PyStore {
 
     /// Raises ValueError if the store's internal indexes disagree; for tests.
     fn check_invariants(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.with(|s| s.check_invariants())).map_err(PyValueError::new_err)
+        py.detach(|| self.inner.with(|d| d.store().check_invariants())).map_err(PyValueError::new_err)
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {
-        py.detach(|| self.inner.with(|s| s.len()))
+        py.detach(|| self.inner.with(|d| d.store().len()))
     }
 }
 
@@ -185,6 +260,7 @@ fn py_normalize(prompt: &str) -> String {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
     m.add_class::<Entry>()?;
+    m.add("CorruptDataError", m.py().get_type::<CorruptDataError>())?;
     m.add_function(wrap_pyfunction!(py_normalize, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -38,7 +38,7 @@ pub struct Entry {
 }
 
 /// What [`Store::insert`] takes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NewEntry {
     pub namespace: String,
     pub prompt: String,
@@ -161,6 +161,34 @@ impl Store {
     /// Stores an entry and returns its id. An entry with the same normalized prompt in the
     /// same namespace is replaced; past `max_entries`, the least recently used entries go.
     pub fn insert(&mut self, new: NewEntry, now_ms: u64) -> Result<EntryId, StoreError> {
+        let id = self.next_id;
+        let expires_ms = new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
+        self.insert_at(id, new, now_ms, expires_ms)?;
+        Ok(id)
+    }
+
+    /// Refuses what `insert` would refuse, without changing anything.
+    pub fn check(new: &NewEntry) -> Result<(), StoreError> {
+        if normalize(&new.prompt).is_empty() {
+            return Err(StoreError::EmptyPrompt);
+        }
+        Ok(())
+    }
+
+    /// The id the next `insert` will use.
+    pub fn next_id(&self) -> EntryId {
+        self.next_id
+    }
+
+    /// Inserts with a given id and times: the primitive under `insert`, and the replay of
+    /// a logged insert. Ids only move forward.
+    pub fn insert_at(
+        &mut self,
+        id: EntryId,
+        new: NewEntry,
+        created_ms: u64,
+        expires_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
         let key = normalize(&new.prompt);
         if key.is_empty() {
             return Err(StoreError::EmptyPrompt);
@@ -172,10 +200,8 @@ impl Store {
         if let Some(old) = self.namespaces.get(&namespace).and_then(|m| m.get(&key)).copied() {
             self.remove_slot(old, RemovalReason::Replaced);
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.max(id + 1);
         let tick = self.bump_tick();
-        let expires_ms = new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
         if let Some(at) = expires_ms {
             self.expiry.insert((at, id));
         }
@@ -188,7 +214,7 @@ impl Store {
             response: new.response,
             model: new.model,
             metadata: new.metadata,
-            created_ms: now_ms,
+            created_ms,
             expires_ms,
             hits: 0,
         };
@@ -198,15 +224,51 @@ impl Store {
             let (_, &oldest) = self.lru.first_key_value().expect("lru holds every slot");
             self.remove_slot(oldest, RemovalReason::Evicted);
         }
-        Ok(id)
+        Ok(())
+    }
+
+    /// Every entry with its vector, least recently used first (so a replay in this order
+    /// rebuilds the same LRU order).
+    pub fn entries(&self) -> impl Iterator<Item = (&Entry, &[f32])> {
+        self.lru.values().map(|id| {
+            let slot = &self.slots[id];
+            (&slot.entry, slot.vector.as_slice())
+        })
+    }
+
+    pub fn contains(&self, id: EntryId) -> bool {
+        self.slots.contains_key(&id)
+    }
+
+    /// The id stored under this prompt's normal form, live or not; counts nothing.
+    pub fn find_exact(&self, namespace: &str, prompt: &str) -> Option<EntryId> {
+        self.namespaces.get(namespace)?.get(&normalize(prompt)).copied()
+    }
+
+    pub fn namespace_ids(&self, namespace: &str) -> Vec<EntryId> {
+        self.namespaces.get(namespace).map_or_else(Vec::new, |m| m.values().copied().collect())
+    }
+
+    /// Makes later ids start at `id` at least (ids are never reused).
+    pub fn bump_next_id(&mut self, id: EntryId) {
+        self.next_id = self.next_id.max(id);
+    }
+
+    /// Removals logged and not yet taken, oldest first.
+    pub fn pending_removals(&self) -> &[Removed] {
+        &self.removed
+    }
+
+    /// Forgets counters and the removal log (after a recovery replayed history).
+    pub fn reset_history(&mut self) {
+        self.counters = Counters::default();
+        self.removed.clear();
     }
 
     /// The exact tier: the live entry whose normalized prompt equals `prompt`'s, counted
     /// as a hit (or a miss) and moved to the front of the LRU order.
     pub fn get_exact(&mut self, namespace: &str, prompt: &str, now_ms: u64) -> Option<Entry> {
-        let key = normalize(prompt);
-        let id = self.namespaces.get(namespace).and_then(|m| m.get(&key)).copied();
-        let found = id.and_then(|id| self.live(id, now_ms, true));
+        let found = self.find_exact(namespace, prompt).and_then(|id| self.live(id, now_ms, true));
         if found.is_some() {
             self.counters.exact_hits += 1;
         } else {
@@ -240,18 +302,14 @@ impl Store {
 
     /// Removes the entry stored under this prompt's normal form in `namespace`.
     pub fn remove_prompt(&mut self, namespace: &str, prompt: &str) -> Option<EntryId> {
-        let key = normalize(prompt);
-        let id = self.namespaces.get(namespace).and_then(|m| m.get(&key)).copied()?;
+        let id = self.find_exact(namespace, prompt)?;
         self.remove_slot(id, RemovalReason::Invalidated);
         Some(id)
     }
 
     /// Removes every entry of a namespace; returns how many.
     pub fn clear_namespace(&mut self, namespace: &str) -> usize {
-        let ids: Vec<EntryId> = match self.namespaces.get(namespace) {
-            Some(exact) => exact.values().copied().collect(),
-            None => return 0,
-        };
+        let ids = self.namespace_ids(namespace);
         for &id in &ids {
             self.remove_slot(id, RemovalReason::Invalidated);
         }

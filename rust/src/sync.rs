@@ -1,27 +1,27 @@
-//! The store for many threads: one lock around [`Store`].
+//! The store for many threads: one lock around the [`Durable`] store.
 //!
 //! Every store operation is short (map look-ups, no I/O, no embedding), so a single mutex
 //! keeps the code simple; sharding by namespace can replace it behind the same interface.
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::store::Store;
+use crate::durable::Durable;
 
 pub struct SharedStore {
-    inner: Mutex<Store>,
+    inner: Mutex<Durable>,
 }
 
 impl SharedStore {
-    pub fn new(max_entries: usize) -> Self {
-        SharedStore { inner: Mutex::new(Store::new(max_entries)) }
+    pub fn new(durable: Durable) -> Self {
+        SharedStore { inner: Mutex::new(durable) }
     }
 
     /// Runs `f` with the store locked.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&mut Durable) -> R) -> R {
         f(&mut self.lock())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Store> {
+    fn lock(&self) -> MutexGuard<'_, Durable> {
         // A panic inside `f` cannot leave a half-made change: every Store method either
         // completes its bookkeeping or panics before touching the maps, so keep going.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -37,7 +37,7 @@ mod tests {
 
     #[test]
     fn many_threads_keep_the_store_consistent() {
-        let shared = Arc::new(SharedStore::new(500));
+        let shared = Arc::new(SharedStore::new(Durable::in_memory(500)));
         let workers: Vec<_> = (0..8u64)
             .map(|t| {
                 let shared = shared.clone();
@@ -56,13 +56,13 @@ mod tests {
                                 shared.with(|s| s.insert(new, now)).unwrap();
                             }
                             2 => {
-                                shared.with(|s| s.get_exact(&format!("ns{}", t % 3), &prompt, now));
+                                shared.with(|s| s.store_mut().get_exact(&format!("ns{}", t % 3), &prompt, now));
                             }
                             3 => {
-                                shared.with(|s| s.expire(now));
+                                shared.with(|s| s.store_mut().expire(now));
                             }
                             _ => {
-                                shared.with(|s| s.remove_prompt("ns1", &prompt));
+                                shared.with(|s| s.remove_prompt("ns1", &prompt)).unwrap();
                             }
                         }
                     }
@@ -72,7 +72,8 @@ mod tests {
         for w in workers {
             w.join().unwrap();
         }
-        shared.with(|s| {
+        shared.with(|d| {
+            let s = d.store_mut();
             s.check_invariants().unwrap();
             let c = s.counters();
             let removed = s.take_removed().len() as u64;

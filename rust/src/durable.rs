@@ -1,0 +1,552 @@
+//! Persistence around [`Store`]: a write-ahead log of segments plus snapshots.
+//!
+//! Data directory layout:
+//! * `wal-<seq>.log`: framed records ([`crate::codec`]), appended before a change is
+//!   applied in memory, so what the caller was told is stored is on disk first;
+//! * `snapshot.bin`: every live entry when a snapshot was taken, and the last log segment
+//!   it covers. A snapshot bounds the log: segments it covers are deleted.
+//!
+//! Recovery loads the snapshot (a corrupt one is refused, never served), replays the later
+//! segments in order, and truncates a torn or corrupt record at the tail of the last one
+//! with a warning naming what was dropped. Entries whose time is up stay gone.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::codec::{self, Record};
+use crate::store::{EntryId, NewEntry, RemovalReason, Store, StoreError};
+
+const SNAPSHOT: &str = "snapshot.bin";
+const SNAPSHOT_TMP: &str = "snapshot.tmp";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SEMCSNP1";
+const SNAPSHOT_HEADER: usize = 8 + 8 + 8 + 8 + 4;
+
+/// When a logged change reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before the call returns: nothing acknowledged is lost, one disk flush per change.
+    Always,
+    /// When [`Durable::sync`] runs (the server calls it on an interval): a crash loses at
+    /// most the changes of the last interval; writes cost no flush each.
+    Interval,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    Store(StoreError),
+    /// The disk refused a write or a read (full, read-only, gone).
+    Io(String),
+    /// Data on disk that must not be served; the message says which file and what to do.
+    Corrupt(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Store(e) => write!(f, "{e}"),
+            Error::Io(m) | Error::Corrupt(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::Io(format!("could not {what} {}: {e}", path.display()))
+}
+
+/// What a recovery found, for the server's log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub snapshot_entries: usize,
+    pub replayed_records: usize,
+    pub warnings: Vec<String>,
+}
+
+struct Log {
+    dir: PathBuf,
+    fsync: Fsync,
+    seq: u64,
+    file: File,
+    len: u64,
+}
+
+/// The store, with its changes logged when it has a data directory.
+pub struct Durable {
+    store: Store,
+    log: Option<Log>,
+    frame: Vec<u8>,
+}
+
+impl Durable {
+    pub fn in_memory(max_entries: usize) -> Self {
+        Durable { store: Store::new(max_entries), log: None, frame: Vec::new() }
+    }
+
+    /// Opens (and recovers) the store kept in `dir`, creating it when new.
+    pub fn open(dir: &Path, max_entries: usize, fsync: Fsync, now_ms: u64) -> Result<(Self, Recovery), Error> {
+        fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        let mut store = Store::new(max_entries);
+        let mut recovery = Recovery::default();
+        let _ = fs::remove_file(dir.join(SNAPSHOT_TMP)); // a snapshot a crash left half-written
+        let covered = match load_snapshot(&dir.join(SNAPSHOT), &mut store, now_ms)? {
+            Some((covered, count)) => {
+                recovery.snapshot_entries = count;
+                covered
+            }
+            None => 0,
+        };
+        let segments = list_segments(dir)?;
+        let mut last = covered;
+        let later: Vec<u64> = segments.iter().copied().filter(|&s| s > covered).collect();
+        for (i, &seq) in later.iter().enumerate() {
+            let path = segment_path(dir, seq);
+            let is_last = i + 1 == later.len();
+            recovery.replayed_records += replay_segment(&path, is_last, &mut store, &mut recovery.warnings)?;
+            last = seq;
+        }
+        for &seq in segments.iter().filter(|&&s| s <= covered) {
+            let _ = fs::remove_file(segment_path(dir, seq)); // covered by the snapshot
+        }
+        store.expire(now_ms);
+        store.reset_history();
+        let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
+        Ok((Durable { store, log: Some(log), frame: Vec::new() }, recovery))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// For reads that update recency and hit counts (not logged: they are not data).
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn insert(&mut self, new: NewEntry, now_ms: u64) -> Result<EntryId, Error> {
+        Store::check(&new)?;
+        let id = self.store.next_id();
+        let expires_ms = new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
+        let record = [Record::Insert { id, created_ms: now_ms, expires_ms, entry: new }];
+        self.append(&record)?;
+        let [Record::Insert { entry, .. }] = record else { unreachable!() };
+        let before = self.store.pending_removals().len();
+        self.store.insert_at(id, entry, now_ms, expires_ms)?;
+        // Log evictions, so a restart does not bring evicted entries back.
+        let evicted: Vec<Record> = self.store.pending_removals()[before..]
+            .iter()
+            .filter(|r| r.reason == RemovalReason::Evicted)
+            .map(|r| Record::Remove { id: r.id })
+            .collect();
+        self.append(&evicted)?;
+        Ok(id)
+    }
+
+    pub fn remove(&mut self, id: EntryId) -> Result<bool, Error> {
+        if !self.store.contains(id) {
+            return Ok(false);
+        }
+        self.append(&[Record::Remove { id }])?;
+        Ok(self.store.remove(id))
+    }
+
+    pub fn remove_prompt(&mut self, namespace: &str, prompt: &str) -> Result<Option<EntryId>, Error> {
+        let Some(id) = self.store.find_exact(namespace, prompt) else {
+            return Ok(None);
+        };
+        self.remove(id).map(|_| Some(id))
+    }
+
+    pub fn clear_namespace(&mut self, namespace: &str) -> Result<usize, Error> {
+        let ids = self.store.namespace_ids(namespace);
+        // One write and one flush for the whole namespace.
+        self.append(&ids.iter().map(|&id| Record::Remove { id }).collect::<Vec<_>>())?;
+        for &id in &ids {
+            self.store.remove(id);
+        }
+        Ok(ids.len())
+    }
+
+    /// Flushes logged changes to the disk (the interval policy's flush).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        match &mut self.log {
+            Some(log) => log.file.sync_data().map_err(|e| io_error("flush", &log.path(), e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes in the current log segment: the server snapshots when this grows large.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.as_ref().map_or(0, |log| log.len)
+    }
+
+    /// Writes every live entry to a new snapshot and deletes the log it makes redundant.
+    pub fn snapshot(&mut self, now_ms: u64) -> Result<usize, Error> {
+        let Some(log) = &mut self.log else { return Ok(0) };
+        log.file.sync_data().map_err(|e| io_error("flush", &log.path(), e))?;
+        let covered = log.seq;
+        let dir = log.dir.clone();
+        *log = Log::open(&dir, covered + 1, log.fsync)?;
+        let tmp = dir.join(SNAPSHOT_TMP);
+        let count = write_snapshot(&tmp, &self.store, covered, now_ms).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })?;
+        fs::rename(&tmp, dir.join(SNAPSHOT)).map_err(|e| io_error("rename", &tmp, e))?;
+        sync_dir(&dir)?;
+        for seq in list_segments(&dir)?.into_iter().filter(|&s| s <= covered) {
+            let _ = fs::remove_file(segment_path(&dir, seq));
+        }
+        Ok(count)
+    }
+
+    /// Logs records with one write (and, under `Fsync::Always`, one flush).
+    fn append(&mut self, records: &[Record]) -> Result<(), Error> {
+        let Some(log) = &mut self.log else { return Ok(()) };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut payload = std::mem::take(&mut self.frame);
+        let mut framed = Vec::new();
+        for record in records {
+            payload.clear();
+            codec::encode(record, &mut payload);
+            codec::frame(&payload, &mut framed);
+        }
+        self.frame = payload;
+        log.append(&framed)
+    }
+}
+
+impl Log {
+    fn open(dir: &Path, seq: u64, fsync: Fsync) -> Result<Log, Error> {
+        let path = segment_path(dir, seq);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, e))?;
+        let len = file.metadata().map_err(|e| io_error("stat", &path, e))?.len();
+        if !existed {
+            sync_dir(dir)?;
+        }
+        Ok(Log { dir: dir.to_path_buf(), fsync, seq, file, len })
+    }
+
+    fn path(&self) -> PathBuf {
+        segment_path(&self.dir, self.seq)
+    }
+
+    fn append(&mut self, framed: &[u8]) -> Result<(), Error> {
+        let written = self.file.write_all(framed).and_then(|()| match self.fsync {
+            Fsync::Always => self.file.sync_data(),
+            Fsync::Interval => Ok(()),
+        });
+        if let Err(e) = written {
+            // Cut a partial record off, so records appended later stay readable.
+            let _ = self.file.set_len(self.len);
+            return Err(io_error("append to", &self.path(), e));
+        }
+        self.len += framed.len() as u64;
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("wal-{seq:010}.log"))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, Error> {
+    let mut seqs: Vec<u64> = fs::read_dir(dir)
+        .map_err(|e| io_error("list", dir, e))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("flush directory", dir, e))
+}
+
+fn apply(store: &mut Store, record: Record) {
+    match record {
+        Record::Insert { id, created_ms, expires_ms, entry } => {
+            // Logged inserts passed the same check when they were written.
+            let _ = store.insert_at(id, entry, created_ms, expires_ms);
+        }
+        Record::Remove { id } => {
+            store.remove(id);
+        }
+    }
+}
+
+fn replay_segment(path: &Path, is_last: bool, store: &mut Store, warnings: &mut Vec<String>) -> Result<usize, Error> {
+    let file = File::open(path).map_err(|e| io_error("open", path, e))?;
+    let size = file.metadata().map_err(|e| io_error("stat", path, e))?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut buf = Vec::new();
+    let (mut offset, mut count) = (0u64, 0usize);
+    loop {
+        let problem = match codec::read_frame(&mut reader, &mut buf) {
+            Ok(None) => return Ok(count),
+            Ok(Some(n)) => match codec::decode(&buf) {
+                Ok(record) => {
+                    apply(store, record);
+                    offset += n as u64;
+                    count += 1;
+                    continue;
+                }
+                Err(reason) => reason,
+            },
+            Err(reason) => reason,
+        };
+        if !is_last {
+            return Err(Error::Corrupt(format!(
+                "{} is corrupt at byte {offset} ({problem}) and later segments depend on it; \
+                 move the data directory aside to start empty, or restore a backup",
+                path.display()
+            )));
+        }
+        let dropped = size - offset;
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()))
+            .map_err(|e| io_error("truncate", path, e))?;
+        warnings.push(format!(
+            "{}: dropped {dropped} bytes at byte {offset} ({problem}): a record torn by a crash \
+             or damaged on disk; the {count} records before it were recovered",
+            path.display()
+        ));
+        return Ok(count);
+    }
+}
+
+fn write_snapshot(path: &Path, store: &Store, covered: u64, now_ms: u64) -> Result<usize, Error> {
+    let file = File::create(path).map_err(|e| io_error("create", path, e))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let live: Vec<_> = store.entries().filter(|(e, _)| e.expires_ms.is_none_or(|at| at > now_ms)).collect();
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER);
+    header.extend_from_slice(SNAPSHOT_MAGIC);
+    header.extend_from_slice(&covered.to_le_bytes());
+    header.extend_from_slice(&store.next_id().to_le_bytes());
+    header.extend_from_slice(&(live.len() as u64).to_le_bytes());
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    let (mut payload, mut framed) = (Vec::new(), Vec::new());
+    let mut write = |bytes: &[u8]| out.write_all(bytes).map_err(|e| io_error("write", path, e));
+    write(&header)?;
+    for (entry, vector) in &live {
+        payload.clear();
+        framed.clear();
+        let new = NewEntry {
+            namespace: entry.namespace.to_string(),
+            prompt: entry.prompt.clone(),
+            response: entry.response.clone(),
+            vector: vector.to_vec(),
+            model: entry.model.clone(),
+            metadata: entry.metadata.clone(),
+            ttl_ms: None,
+        };
+        let record = Record::Insert { id: entry.id, created_ms: entry.created_ms, expires_ms: entry.expires_ms, entry: new };
+        codec::encode(&record, &mut payload);
+        codec::frame(&payload, &mut framed);
+        write(&framed)?;
+    }
+    let file = out.into_inner().map_err(|e| io_error("write", path, e.into_error()))?;
+    file.sync_all().map_err(|e| io_error("flush", path, e))?;
+    Ok(live.len())
+}
+
+/// Loads a snapshot into `store`: Some((covered segment, entries)), None when there is none.
+fn load_snapshot(path: &Path, store: &mut Store, now_ms: u64) -> Result<Option<(u64, usize)>, Error> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("open", path, e)),
+    };
+    let corrupt = |what: String| {
+        Error::Corrupt(format!(
+            "snapshot {} is corrupt ({what}); refusing to serve it. Restore it from a backup, \
+             or move it aside to start from the write-ahead log alone",
+            path.display()
+        ))
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut header = [0u8; SNAPSHOT_HEADER];
+    reader.read_exact(&mut header).map_err(|_| corrupt("header cut short".into()))?;
+    let field = |i: usize| u64::from_le_bytes(header[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+    let crc = u32::from_le_bytes(header[SNAPSHOT_HEADER - 4..].try_into().unwrap());
+    if &header[..8] != SNAPSHOT_MAGIC || crc32fast::hash(&header[..SNAPSHOT_HEADER - 4]) != crc {
+        return Err(corrupt("bad header".into()));
+    }
+    let (covered, next_id, count) = (field(0), field(1), field(2));
+    let mut buf = Vec::new();
+    for i in 0..count {
+        match codec::read_frame(&mut reader, &mut buf) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(corrupt(format!("ends after {i} of {count} entries"))),
+            Err(reason) => return Err(corrupt(format!("entry {i}: {reason}"))),
+        }
+        match codec::decode(&buf) {
+            Ok(Record::Insert { id, created_ms, expires_ms, entry }) => {
+                if expires_ms.is_none_or(|at| at > now_ms) {
+                    let _ = store.insert_at(id, entry, created_ms, expires_ms);
+                }
+            }
+            Ok(Record::Remove { .. }) => return Err(corrupt(format!("entry {i} is not an entry"))),
+            Err(reason) => return Err(corrupt(format!("entry {i}: {reason}"))),
+        }
+    }
+    if reader.fill_buf().map_or(0, |b| b.len()) != 0 {
+        return Err(corrupt("trailing bytes after the last entry".into()));
+    }
+    store.bump_next_id(next_id);
+    Ok(Some((covered, count as usize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn temp_dir() -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir()
+            .join(format!("semcached-durable-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn new(prompt: &str, ttl_ms: Option<u64>) -> NewEntry {
+        NewEntry {
+            namespace: "ns".into(),
+            prompt: prompt.into(),
+            response: format!("answer to {prompt}"),
+            vector: vec![1.0, 2.0],
+            model: "m".into(),
+            ttl_ms,
+            ..NewEntry::default()
+        }
+    }
+
+    fn open(dir: &Path, max_entries: usize, now_ms: u64) -> (Durable, Recovery) {
+        Durable::open(dir, max_entries, Fsync::Always, now_ms).unwrap()
+    }
+
+    fn prompts(d: &Durable) -> Vec<String> {
+        let mut p: Vec<String> = d.store().entries().map(|(e, _)| e.prompt.clone()).collect();
+        p.sort();
+        p
+    }
+
+    #[test]
+    fn changes_survive_a_reopen_and_expired_or_evicted_entries_stay_gone() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 3, 0);
+        d.insert(new("a", None), 0).unwrap();
+        let b = d.insert(new("b", None), 0).unwrap();
+        d.insert(new("short", Some(100)), 0).unwrap();
+        d.insert(new("c", None), 0).unwrap(); // evicts "a"
+        assert!(d.remove(b).unwrap());
+        d.insert(new("c", None), 0).unwrap(); // replaces "c"
+        drop(d);
+        let (d, recovery) = open(&dir, 3, 50);
+        assert_eq!(prompts(&d), ["c", "short"]);
+        assert!(recovery.warnings.is_empty());
+        drop(d);
+        let (mut d, _) = open(&dir, 3, 500); // "short" expired while the server was down
+        assert_eq!(prompts(&d), ["c"]);
+        let fresh = d.insert(new("d", None), 500).unwrap();
+        assert!(fresh > b, "ids are never reused");
+        d.store().check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_with_a_warning_and_the_log_stays_usable() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 10, 0);
+        d.insert(new("kept", None), 0).unwrap();
+        drop(d);
+        let segment = segment_path(&dir, 1);
+        let good_len = fs::metadata(&segment).unwrap().len();
+        OpenOptions::new().append(true).open(&segment).unwrap().write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        let (mut d, recovery) = open(&dir, 10, 0);
+        assert_eq!(prompts(&d), ["kept"]);
+        assert_eq!(recovery.warnings.len(), 1);
+        assert!(recovery.warnings[0].contains("dropped 6 bytes at byte"), "{:?}", recovery.warnings);
+        assert_eq!(fs::metadata(&segment).unwrap().len(), good_len);
+        d.insert(new("after", None), 0).unwrap();
+        drop(d);
+        let (d, recovery) = open(&dir, 10, 0);
+        assert_eq!(prompts(&d), ["after", "kept"]);
+        assert!(recovery.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_bounds_the_log_and_restores_everything() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 100, 0);
+        for i in 0..20 {
+            d.insert(new(&format!("q{i}"), None), 0).unwrap();
+        }
+        d.remove_prompt("ns", "q3").unwrap();
+        assert_eq!(d.snapshot(0).unwrap(), 19);
+        assert_eq!(list_segments(&dir).unwrap(), [2]);
+        d.insert(new("later", None), 0).unwrap();
+        d.clear_namespace("nothing").unwrap();
+        drop(d);
+        let (d, recovery) = open(&dir, 100, 0);
+        assert_eq!(recovery.snapshot_entries, 19);
+        assert_eq!(recovery.replayed_records, 1);
+        assert_eq!(d.store().len(), 20);
+        assert!(d.store().find_exact("ns", "q3").is_none());
+        let (entry, vector) = d.store().entries().find(|(e, _)| e.prompt == "q7").unwrap();
+        assert_eq!((entry.response.as_str(), vector), ("answer to q7", &[1.0f32, 2.0][..]));
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_refused() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 100, 0);
+        d.insert(new("q", None), 0).unwrap();
+        d.snapshot(0).unwrap();
+        drop(d);
+        let path = dir.join(SNAPSHOT);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let Err(Error::Corrupt(message)) = Durable::open(&dir, 100, Fsync::Always, 0) else {
+            panic!("a corrupt snapshot was accepted")
+        };
+        assert!(message.contains("snapshot.bin is corrupt (entry 0: checksum mismatch)"), "{message}");
+    }
+
+    #[test]
+    fn corruption_before_the_last_segment_is_refused() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 100, 0);
+        d.insert(new("q", None), 0).unwrap();
+        drop(d);
+        fs::write(segment_path(&dir, 2), b"").unwrap();
+        let first = segment_path(&dir, 1);
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[10] ^= 0xff;
+        fs::write(&first, &bytes).unwrap();
+        assert!(matches!(Durable::open(&dir, 100, Fsync::Always, 0), Err(Error::Corrupt(_))));
+    }
+}
