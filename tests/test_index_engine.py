@@ -1,5 +1,5 @@
-"""The vector index and the engine in-process: removed entries are never returned, their
-slots are reused, eviction and expiry reach the index."""
+"""Vector search and the engine in-process: exact scan for small scopes, hnswlib for large
+ones; removed entries are never returned, slots are reused, eviction and expiry reach it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 
 from semcached import config as configuration
 from semcached.engine import Engine
-from semcached.index import INITIAL_CAPACITY, ScopeIndex
+from semcached import _core
+from semcached.index import INITIAL_CAPACITY, GraphIndex, Indexes
 
 
 def unit_rows(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -20,7 +21,7 @@ def unit_rows(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 
 
 def test_index_grows_and_reuses_the_slots_of_removed_entries() -> None:
-    index = ScopeIndex(32)
+    index = GraphIndex(32)
     rows = unit_rows(INITIAL_CAPACITY + 500)
     for i, row in enumerate(rows):
         index.add(i + 1, row)
@@ -38,10 +39,35 @@ def test_index_grows_and_reuses_the_slots_of_removed_entries() -> None:
 
 
 def test_removal_before_add_is_not_resurrected() -> None:
-    index = ScopeIndex(32)
+    index = GraphIndex(32)
     index.remove(5)  # the store removed it before the add reached the index
     index.add(5, unit_rows(1)[0])
     assert len(index) == 0 and index.search(unit_rows(1)[0], 1) == []
+
+
+def test_scopes_move_to_hnswlib_when_large_and_back_when_small() -> None:
+    store = _core.Store(10_000)
+    indexes = Indexes(store, exact_scan_max=50)
+    rows = unit_rows(120)
+    ids = []
+    for i, row in enumerate(rows):
+        entry_id = store.insert("big", f"q{i}", "a", row.tolist(), "m")
+        indexes.added("big", "m", entry_id, row)
+        ids.append(entry_id)
+    store.insert("small", "q", "a", rows[0].tolist(), "m")
+    sizes = indexes.sizes()
+    assert "hnswlib (120)" in sizes["big (m)"] and sizes["small (m)"] == "1 vectors, exact"
+    # The graph agrees with the exact scan (its recall oracle) on every stored vector.
+    for i in range(0, 120, 7):
+        exact = store.search("big", "m", rows[i].astype("<f4").tobytes(), 1)
+        assert indexes.search("big", "m", rows[i], 1)[0][0] == exact[0][0] == ids[i]
+    for entry_id in ids[:100]:
+        store.remove(entry_id)
+        indexes.removed("big", "m", entry_id)
+    assert indexes.sizes()["big (m)"] == "20 vectors, exact"
+    top = indexes.search("big", "m", rows[110], 2)
+    assert top[0][0] == ids[110] and top[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert all(entry_id in ids[100:] for entry_id, _ in top)
 
 
 @pytest.fixture
@@ -62,11 +88,13 @@ def test_engine_eviction_and_expiry_reach_the_index(engine_config: configuration
                 await engine.store_entry("ns", q, "A")
             # The least recently used entry was evicted from the store and its index.
             assert (await engine.lookup("ns", "what's the way to reset my password")).kind == "miss"
-            assert sum(engine.indexes.sizes().values()) == 3
+            assert engine.store.vector_count("ns", engine.model_id) == 3
             await engine.store_entry("ns", "Where is my invoice?", "A", ttl_seconds=1)
             await asyncio.sleep(1.1)
+            # Expired: never served, even before the sweep reclaims it.
+            assert (await engine.lookup("ns", "where is my invoice")).kind == "miss"
             assert engine.sweep() == 1
-            assert sum(engine.indexes.sizes().values()) == 2
+            assert engine.store.vector_count("ns", engine.model_id) == 2
             assert await engine.invalidate("ns", all=True) == 2
             assert engine.indexes.sizes() == {}
         finally:

@@ -49,7 +49,7 @@ class Engine:
         self.store = store
         self.embedder = embedder
         self.provider = provider
-        self.indexes = Indexes(embedder.embedder.dim)
+        self.indexes = Indexes(store)
         self._counts: Counter[str] = Counter()
         self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,13 +77,8 @@ class Engine:
         from_snapshot, replayed, warnings = self.store.recovery
         for warning in warnings:
             log.warning("recovery: %s", warning)
-        other_models = 0
-        for scope, model, ids, raw in self.store.export_vectors():
-            if model != self.model_id:
-                other_models += len(ids)  # served by the exact tier only
-                continue
-            vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
-            self.indexes.add_many(scope, model, ids, vectors)
+        self.indexes.rebuild()
+        other_models = sum(n for _, model, n in self.store.vector_sets() if model != self.model_id)
         if from_snapshot or replayed:
             log.info("recovered %d entries (%d from the snapshot, %d log records replayed)",
                      len(self.store), from_snapshot, replayed)
@@ -278,7 +273,7 @@ class Engine:
                                              self.model_id, metadata, ttl_ms)
             except OSError as e:
                 raise Unavailable(f"the entry was not stored: {e}") from None
-            self.indexes.add(scope, self.model_id, entry_id, vector)
+            self.indexes.added(scope, self.model_id, entry_id, vector)
             self._apply_removals()  # what the insert replaced or evicted
             return entry_id
 
@@ -289,7 +284,7 @@ class Engine:
 
     def _apply_removals(self) -> None:
         for scope, entry_id, model, _reason in self.store.take_removed():
-            self.indexes.remove(scope, model, entry_id)
+            self.indexes.removed(scope, model, entry_id)
 
     async def _single_flight(self, scope: str, question: str,
                              conversation: list[tuple[str, str]], model: str,

@@ -1,9 +1,13 @@
-"""Vector indexes: one hnswlib index per (scope, embedding model).
+"""Vector search per scope (namespace + embedding model): exact in Rust while a scope is
+small, hnswlib once it is large.
 
-Scopes are hard walls: a scope's vectors live in their own index, so a search can never
-return another namespace's entry, and vectors of different models are never compared.
-The entry store stays the judge of what is live: a search result is served only after the
-store confirms the entry, so an index that lags a removal can never serve it.
+Scopes are hard walls: each has its own vectors, so a search can never return another
+namespace's entry, and vectors of different models are never compared. The entry store
+holds every vector (contiguous per scope) and scans small scopes exactly; a scope that
+grows past ``EXACT_SCAN_MAX`` gets an hnswlib graph built from those vectors, and drops it
+again when it shrinks below half of that (the gap keeps a scope near the line from
+rebuilding back and forth). The store stays the judge of what is live: a result is served
+only after the store confirms the entry, so a graph that lags a removal never serves it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ import threading
 import hnswlib
 import numpy as np
 
+from semcached import _core
+
+# Past this many vectors in a scope, hnswlib answers faster than the exact scan
+# (benchmarks/core.py measures the crossover; see BENCHMARKS in the README).
+EXACT_SCAN_MAX = 20_000
 INITIAL_CAPACITY = 1024
 # Graph degree and search breadth: M=16, ef=64 keeps recall@1 above 0.99 at 100k
 # 384-d vectors while a query stays well under a millisecond.
@@ -21,17 +30,16 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 64
 
 
-class ScopeIndex:
+class GraphIndex:
     """An hnswlib index that grows as it fills and reuses the slots of removed entries."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, capacity: int = INITIAL_CAPACITY) -> None:
         self._index = hnswlib.Index(space="ip", dim=dim)
         self._index.init_index(
-            max_elements=INITIAL_CAPACITY, ef_construction=EF_CONSTRUCTION, M=M,
-            allow_replace_deleted=True,
+            max_elements=max(capacity, INITIAL_CAPACITY), ef_construction=EF_CONSTRUCTION,
+            M=M, allow_replace_deleted=True,
         )
         self._index.set_ef(EF_SEARCH)
-        self._index.set_num_threads(1)
         self._lock = threading.Lock()
         self._live: set[int] = set()
         self._deleted = 0
@@ -41,6 +49,10 @@ class ScopeIndex:
     def __len__(self) -> int:
         return len(self._live)
 
+    @property
+    def capacity(self) -> int:
+        return int(self._index.get_max_elements())
+
     def add(self, entry_id: int, vector: np.ndarray) -> None:
         with self._lock:
             if entry_id in self._removed_early:
@@ -49,13 +61,14 @@ class ScopeIndex:
             reuse = self._deleted > 0
             if not reuse and self._index.element_count >= self._index.get_max_elements():
                 self._index.resize_index(2 * self._index.get_max_elements())
-            self._index.add_items(vector.reshape(1, -1), [entry_id], replace_deleted=reuse)
+            self._index.add_items(vector.reshape(1, -1), [entry_id], replace_deleted=reuse,
+                                  num_threads=1)
             if reuse:
                 self._deleted -= 1
             self._live.add(entry_id)
 
     def add_many(self, entry_ids: list[int], vectors: np.ndarray) -> None:
-        """Bulk insert (a restart's rebuild), on every core."""
+        """Bulk insert (building a graph for a grown scope, or after a restart), on every core."""
         with self._lock:
             needed = self._index.element_count + len(entry_ids)
             if needed > self._index.get_max_elements():
@@ -78,7 +91,8 @@ class ScopeIndex:
             k = min(k, len(self._live))
             while k > 0:
                 try:
-                    labels, distances = self._index.knn_query(vector.reshape(1, -1), k=k)
+                    labels, distances = self._index.knn_query(vector.reshape(1, -1), k=k,
+                                                              num_threads=1)
                     break
                 except RuntimeError:
                     # Deleted slots can leave fewer than k reachable results: ask for fewer.
@@ -89,45 +103,61 @@ class ScopeIndex:
 
 
 class Indexes:
-    """All scope indexes of one server."""
+    """Every scope's search, over one entry store."""
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self._indexes: dict[tuple[str, str], ScopeIndex] = {}
+    def __init__(self, store: _core.Store, exact_scan_max: int = EXACT_SCAN_MAX) -> None:
+        self.store = store
+        self.exact_scan_max = exact_scan_max
+        self._graphs: dict[tuple[str, str], GraphIndex] = {}
+        # Adds, removals and graph builds hold this lock, so a graph cannot be dropped
+        # or replaced while a change is on its way into it; searches only look it up.
         self._lock = threading.Lock()
 
-    # Adds and removals hold the registry lock, so a scope's index cannot be dropped while
-    # an add is on its way into it; searches only take the index's own lock.
-    def add(self, scope: str, model: str, entry_id: int, vector: np.ndarray) -> None:
-        with self._lock:
-            self._index_for(scope, model).add(entry_id, vector)
-
-    def add_many(self, scope: str, model: str, entry_ids: list[int], vectors: np.ndarray) -> None:
-        with self._lock:
-            self._index_for(scope, model).add_many(entry_ids, vectors)
-
-    def _index_for(self, scope: str, model: str) -> ScopeIndex:
-        """The scope's index, made when first needed; the caller holds the registry lock."""
-        index = self._indexes.get((scope, model))
-        if index is None:
-            index = self._indexes[(scope, model)] = ScopeIndex(self.dim)
-        return index
-
-    def remove(self, scope: str, model: str, entry_id: int) -> None:
-        with self._lock:
-            index = self._indexes.get((scope, model))
-            if index is None:
-                return
-            index.remove(entry_id)
-            if len(index) == 0:
-                # An emptied scope gives its memory back instead of keeping a dead graph.
-                del self._indexes[(scope, model)]
-
     def search(self, scope: str, model: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        with self._lock:
-            index = self._indexes.get((scope, model))
-        return index.search(vector, k) if index is not None else []
+        graph = self._graphs.get((scope, model))
+        if graph is None:
+            return self.store.search(scope, model, vector.astype("<f4").tobytes(), k)
+        return graph.search(vector, k)
 
-    def sizes(self) -> dict[str, int]:
+    def added(self, scope: str, model: str, entry_id: int, vector: np.ndarray) -> None:
+        """Called after the store took an entry with this vector."""
         with self._lock:
-            return {f"{scope} ({model})": len(ix) for (scope, model), ix in self._indexes.items()}
+            graph = self._graphs.get((scope, model))
+            if graph is not None:
+                graph.add(entry_id, vector)
+            elif self.store.vector_count(scope, model) > self.exact_scan_max:
+                self._build(scope, model)
+
+    def removed(self, scope: str, model: str, entry_id: int) -> None:
+        """Called after the store dropped an entry."""
+        with self._lock:
+            graph = self._graphs.get((scope, model))
+            if graph is None:
+                return
+            graph.remove(entry_id)
+            if len(graph) < self.exact_scan_max // 2:
+                del self._graphs[(scope, model)]  # small again: the exact scan serves it
+
+    def rebuild(self) -> None:
+        """Builds the graphs of every large scope (after a restart)."""
+        with self._lock:
+            for scope, model, count in self.store.vector_sets():
+                if count > self.exact_scan_max:
+                    self._build(scope, model)
+
+    def _build(self, scope: str, model: str) -> None:
+        ids, raw = self.store.scope_vectors(scope, model)
+        vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
+        graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
+        graph.add_many(ids, vectors)
+        self._graphs[(scope, model)] = graph
+
+    def sizes(self) -> dict[str, str]:
+        """How each scope is searched, for stats and tests."""
+        with self._lock:
+            graphs = {key: len(g) for key, g in self._graphs.items()}
+        out = {}
+        for scope, model, count in self.store.vector_sets():
+            kind = f"hnswlib ({graphs[(scope, model)]})" if (scope, model) in graphs else "exact"
+            out[f"{scope} ({model})"] = f"{count} vectors, {kind}"
+        return out

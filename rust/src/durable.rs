@@ -132,7 +132,7 @@ impl Durable {
     }
 
     pub fn insert(&mut self, new: NewEntry, now_ms: u64) -> Result<EntryId, Error> {
-        Store::check(&new)?;
+        self.store.check(&new)?;
         let id = self.store.next_id();
         let expires_ms = new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
         let record = [Record::Insert { id, created_ms: now_ms, expires_ms, entry: new }];

@@ -19,6 +19,7 @@ pub mod durable;
 pub mod normalize;
 pub mod store;
 pub mod sync;
+pub mod vectors;
 
 #[cfg(feature = "python")]
 mod python;

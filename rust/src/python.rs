@@ -179,25 +179,44 @@ impl PyStore {
         py.detach(|| self.inner.with(|d| d.log_bytes()))
     }
 
-    /// Every live vector grouped by (namespace, model): (namespace, model, ids, vectors as
-    /// little-endian float32 rows), to rebuild vector indexes after a restart.
-    fn export_vectors<'py>(&self, py: Python<'py>) -> Vec<(String, String, Vec<u64>, Bound<'py, PyBytes>)> {
-        let groups = py.detach(|| {
+    /// Every vector set as (namespace, model, count), to rebuild indexes after a restart.
+    fn vector_sets(&self, py: Python<'_>) -> Vec<(String, String, usize)> {
+        py.detach(|| {
             self.inner.with(|d| {
-                let mut groups: HashMap<(String, String), (Vec<u64>, Vec<u8>)> = HashMap::new();
-                for (entry, vector) in d.store().entries() {
-                    let key = (entry.namespace.to_string(), entry.model.clone());
-                    let (ids, bytes) = groups.entry(key).or_default();
-                    ids.push(entry.id);
-                    bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+                d.store().vector_sets().map(|(ns, model, set)| (ns.to_string(), model.to_string(), set.len())).collect()
+            })
+        })
+    }
+
+    /// One namespace's vectors of one model: (ids, rows as little-endian float32 bytes).
+    fn scope_vectors<'py>(&self, py: Python<'py>, namespace: String, model: String) -> (Vec<u64>, Bound<'py, PyBytes>) {
+        let (ids, bytes) = py.detach(|| {
+            self.inner.with(|d| {
+                let (mut ids, mut bytes) = (Vec::new(), Vec::new());
+                if let Some(set) = d.store().vector_set(&namespace, &model) {
+                    for (id, row) in set.iter() {
+                        ids.push(id);
+                        bytes.extend(row.iter().flat_map(|x| x.to_le_bytes()));
+                    }
                 }
-                groups
+                (ids, bytes)
             })
         });
-        groups
-            .into_iter()
-            .map(|((ns, model), (ids, bytes))| (ns, model, ids, PyBytes::new(py, &bytes)))
-            .collect()
+        (ids, PyBytes::new(py, &bytes))
+    }
+
+    /// Exact search: the k live entries of (namespace, model) most similar to `query`
+    /// (little-endian float32 bytes), as (entry id, inner product), best first.
+    fn search(&self, py: Python<'_>, namespace: String, model: String, query: &[u8], k: usize) -> PyResult<Vec<(u64, f32)>> {
+        if query.len() % 4 != 0 {
+            return Err(PyValueError::new_err("query must be float32 bytes"));
+        }
+        let query: Vec<f32> = query.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        Ok(py.detach(|| self.inner.with(|d| d.store().search(&namespace, &model, &query, k, now_ms()))))
+    }
+
+    fn vector_count(&self, py: Python<'_>, namespace: String, model: String) -> usize {
+        py.detach(|| self.inner.with(|d| d.store().vector_set(&namespace, &model).map_or(0, |set| set.len())))
     }
 
     /// Removes entries whose time is up; returns how many.

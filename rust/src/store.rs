@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::normalize::normalize;
+use crate::vectors::VectorSet;
 
 pub type EntryId = u64;
 
@@ -84,12 +85,18 @@ pub struct Counters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     EmptyPrompt,
+    /// A vector whose length differs from the others of its namespace and model.
+    Dimension { expected: usize, got: usize },
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::EmptyPrompt => write!(f, "prompt is empty after normalization"),
+            StoreError::Dimension { expected, got } => write!(
+                f,
+                "vector has {got} dimensions, but this namespace and model hold {expected}-dimensional vectors"
+            ),
         }
     }
 }
@@ -98,14 +105,17 @@ impl std::error::Error for StoreError {}
 
 struct Slot {
     entry: Entry,
-    vector: Vec<f32>,
     key: String,
     tick: u64,
 }
 
+/// Vector sets by namespace, then embedding model.
+type Vectors = HashMap<Arc<str>, HashMap<String, VectorSet>>;
+
 pub struct Store {
     slots: HashMap<EntryId, Slot>,
     namespaces: HashMap<Arc<str>, HashMap<String, EntryId>>,
+    vectors: Vectors,
     lru: BTreeMap<u64, EntryId>,
     expiry: BTreeSet<(u64, EntryId)>,
     removed: Vec<Removed>,
@@ -121,6 +131,7 @@ impl Store {
         Store {
             slots: HashMap::new(),
             namespaces: HashMap::new(),
+            vectors: HashMap::new(),
             lru: BTreeMap::new(),
             expiry: BTreeSet::new(),
             removed: Vec::new(),
@@ -168,11 +179,21 @@ impl Store {
     }
 
     /// Refuses what `insert` would refuse, without changing anything.
-    pub fn check(new: &NewEntry) -> Result<(), StoreError> {
+    pub fn check(&self, new: &NewEntry) -> Result<(), StoreError> {
         if normalize(&new.prompt).is_empty() {
             return Err(StoreError::EmptyPrompt);
         }
-        Ok(())
+        self.check_dimension(new)
+    }
+
+    fn check_dimension(&self, new: &NewEntry) -> Result<(), StoreError> {
+        let set = self.vectors.get(new.namespace.as_str()).and_then(|m| m.get(&new.model));
+        match set {
+            Some(set) if !new.vector.is_empty() && set.dim() != new.vector.len() => {
+                Err(StoreError::Dimension { expected: set.dim(), got: new.vector.len() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The id the next `insert` will use.
@@ -193,6 +214,7 @@ impl Store {
         if key.is_empty() {
             return Err(StoreError::EmptyPrompt);
         }
+        self.check_dimension(&new)?;
         let namespace: Arc<str> = match self.namespaces.get_key_value(new.namespace.as_str()) {
             Some((name, _)) => name.clone(),
             None => Arc::from(new.namespace.as_str()),
@@ -207,6 +229,14 @@ impl Store {
         }
         self.lru.insert(tick, id);
         self.namespaces.entry(namespace.clone()).or_default().insert(key.clone(), id);
+        if !new.vector.is_empty() {
+            self.vectors
+                .entry(namespace.clone())
+                .or_default()
+                .entry(new.model.clone())
+                .or_insert_with(|| VectorSet::new(new.vector.len()))
+                .push(id, &new.vector, expires_ms);
+        }
         let entry = Entry {
             id,
             namespace,
@@ -218,7 +248,7 @@ impl Store {
             expires_ms,
             hits: 0,
         };
-        self.slots.insert(id, Slot { entry, vector: new.vector, key, tick });
+        self.slots.insert(id, Slot { entry, key, tick });
         self.counters.inserts += 1;
         while self.slots.len() > self.max_entries {
             let (_, &oldest) = self.lru.first_key_value().expect("lru holds every slot");
@@ -231,9 +261,30 @@ impl Store {
     /// rebuilds the same LRU order).
     pub fn entries(&self) -> impl Iterator<Item = (&Entry, &[f32])> {
         self.lru.values().map(|id| {
-            let slot = &self.slots[id];
-            (&slot.entry, slot.vector.as_slice())
+            let entry = &self.slots[id].entry;
+            (entry, self.vector_of(entry).unwrap_or(&[]))
         })
+    }
+
+    /// Every vector set: (namespace, model, set).
+    pub fn vector_sets(&self) -> impl Iterator<Item = (&str, &str, &VectorSet)> {
+        self.vectors.iter().flat_map(|(ns, models)| {
+            models.iter().map(move |(model, set)| (&**ns, model.as_str(), set))
+        })
+    }
+
+    /// The vectors one namespace holds for one model.
+    pub fn vector_set(&self, namespace: &str, model: &str) -> Option<&VectorSet> {
+        self.vectors.get(namespace)?.get(model)
+    }
+
+    /// Exact nearest neighbours among the live vectors of one namespace and model.
+    pub fn search(&self, namespace: &str, model: &str, query: &[f32], k: usize, now_ms: u64) -> Vec<(EntryId, f32)> {
+        self.vector_set(namespace, model).map_or_else(Vec::new, |set| set.search(query, k, now_ms))
+    }
+
+    fn vector_of(&self, entry: &Entry) -> Option<&[f32]> {
+        self.vectors.get(&entry.namespace)?.get(&entry.model)?.get(entry.id)
     }
 
     pub fn contains(&self, id: EntryId) -> bool {
@@ -292,7 +343,7 @@ impl Store {
         if is_expired(&slot.entry, now_ms) {
             return None;
         }
-        Some(&slot.vector)
+        self.vector_of(&slot.entry)
     }
 
     /// Removes one entry by id; false when there was none.
@@ -362,6 +413,11 @@ impl Store {
                 }
             }
         }
+        let vectors: usize = self.vector_sets().map(|(_, _, set)| set.len()).sum();
+        let with_vectors = self.slots.values().filter(|s| self.vector_of(&s.entry).is_some()).count();
+        if vectors != with_vectors {
+            return Err(format!("{vectors} vectors for {with_vectors} entries that have one"));
+        }
         if self.namespaces.values().any(HashMap::is_empty) {
             return Err("an empty namespace was kept".into());
         }
@@ -403,6 +459,17 @@ impl Store {
             exact.remove(&slot.key);
             if exact.is_empty() {
                 self.namespaces.remove(&namespace);
+            }
+        }
+        if let Some(models) = self.vectors.get_mut(&namespace) {
+            if let Some(set) = models.get_mut(&slot.entry.model) {
+                set.remove(id);
+                if set.is_empty() {
+                    models.remove(&slot.entry.model);
+                }
+            }
+            if models.is_empty() {
+                self.vectors.remove(&namespace);
             }
         }
         match reason {
