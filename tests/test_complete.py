@@ -109,11 +109,42 @@ def test_provider_timeout_is_deadline_exceeded(client: Client, fake_openai: Fake
     assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def test_client_deadline_bounds_the_upstream_call(server: ServerProcess, namespace: str) -> None:
-    with Client(server.target, namespace=namespace, timeout=0.5) as c:
-        with pytest.raises(SemcachedError) as e:
-            c.complete(ask(f"Slow one [slow=2] ({namespace})"))
-    assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+def test_a_caller_giving_up_fails_no_one_else_and_the_answer_is_still_cached(
+        server: ServerProcess, fake_openai: FakeOpenAI, namespace: str) -> None:
+    q = f"Slow one [slow=1] ({namespace})"
+
+    async def run() -> tuple[BaseException | None, str]:
+        async with AsyncClient(server.target, namespace=namespace) as patient:
+            impatient = AsyncClient(server.target, namespace=namespace, timeout=0.3)
+            first = asyncio.ensure_future(impatient.complete(ask(q)))
+            await asyncio.sleep(0.1)  # the impatient caller leads the upstream call
+            second = await patient.complete(ask(q))
+            error = (await asyncio.gather(first, return_exceptions=True))[0]
+            await impatient.close()
+            return (error if isinstance(error, BaseException) else None), second.text
+
+    error, text = asyncio.run(run())
+    assert isinstance(error, SemcachedError) and error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert text == f"answer to: {q}"
+    assert fake_openai.calls[q] == 1
+    with Client(server.target, namespace=namespace) as c:
+        assert c.complete(ask(q)).kind == "exact"
+
+
+def test_invalidate_during_an_upstream_call_is_not_undone(
+        server: ServerProcess, fake_openai: FakeOpenAI, namespace: str) -> None:
+    q = f"Slow fill [slow=0.8] ({namespace})"
+
+    async def run() -> None:
+        async with AsyncClient(server.target, namespace=namespace) as c:
+            pending = asyncio.ensure_future(c.complete(ask(q)))
+            await asyncio.sleep(0.3)
+            await c.invalidate(all=True)
+            assert (await pending).kind == "miss"
+            assert (await c.complete(ask(q))).kind == "miss"  # the stale fill was not cached
+
+    asyncio.run(run())
+    assert fake_openai.calls[q] == 2
 
 
 def test_truncated_answers_are_not_cached(client: Client, fake_openai: FakeOpenAI, namespace: str) -> None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 from semcached import _core
 
 
+def vec(*xs: float) -> bytes:
+    return np.array(xs, dtype="<f4").tobytes()
+
+
 def test_exact_tier_matches_the_normal_form() -> None:
     store = _core.Store(100)
-    entry_id = store.insert("ns", "How do I reset my PASSWORD?", "Settings.", [0.1] * 4, "m",
+    entry_id = store.insert("ns", "How do I reset my PASSWORD?", "Settings.", vec(0.1, 0.2), "m",
                             {"source": "docs"}, None)
     hit = store.get_exact("ns", "  how do i reset   my password? ")
     assert hit is not None and hit.id == entry_id
@@ -23,7 +28,7 @@ def test_exact_tier_matches_the_normal_form() -> None:
 
 def test_ttl_is_enforced_on_read() -> None:
     store = _core.Store(100)
-    entry_id = store.insert("ns", "q", "a", [0.0], "m", None, 0)
+    entry_id = store.insert("ns", "q", "a", vec(0.0), "m", None, 0)
     assert store.get(entry_id) is None  # a zero TTL expires at once
     assert store.counters()["expirations"] == 1
     assert store.take_removed() == [("ns", entry_id, "m", "expired")]
@@ -31,23 +36,27 @@ def test_ttl_is_enforced_on_read() -> None:
 
 def test_lru_cap_and_removal_log() -> None:
     store = _core.Store(2)
-    a = store.insert("ns", "a", "A", [1.0], "m")
-    b = store.insert("ns", "b", "B", [1.0], "m")
+    a = store.insert("ns", "a", "A", vec(1.0), "m")
+    b = store.insert("ns", "b", "B", vec(1.0), "m")
     assert store.get(a, count_hit=True) is not None
-    store.insert("ns", "c", "C", [1.0], "m")
+    store.insert("ns", "c", "C", vec(1.0), "m")
     assert store.get(b) is None and store.get(a) is not None
     assert store.take_removed() == [("ns", b, "m", "evicted")]
     assert len(store) == 2 and store.max_entries == 2
     assert store.vector(a) == [1.0]
+    with pytest.raises(ValueError, match="float32 bytes"):
+        store.insert("ns", "d", "D", b"abc", "m")
+    with pytest.raises(ValueError, match="vector has 2 dimensions"):
+        store.insert("ns", "d", "D", vec(1.0, 2.0), "m")
 
 
 def test_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         _core.Store(0)
     with pytest.raises(ValueError, match="empty"):
-        _core.Store().insert("ns", " \t", "a", [], "m")
+        _core.Store().insert("ns", " \t", "a", b"", "m")
     with pytest.raises(OverflowError):
-        _core.Store().insert("ns", "q", "a", [], "m", None, -1)
+        _core.Store().insert("ns", "q", "a", b"", "m", None, -1)
 
 
 def test_threads_hammering_the_store_keep_it_consistent() -> None:
@@ -60,7 +69,7 @@ def test_threads_hammering_the_store_keep_it_consistent() -> None:
                 prompt = f"question {(i * 13 + t) % 500}"
                 op = i % 6
                 if op < 2:
-                    store.insert(f"ns{t % 3}", prompt, "answer", [float(i)] * 8, "m",
+                    store.insert(f"ns{t % 3}", prompt, "answer", vec(*[float(i)] * 8), "m",
                                  {"t": str(t)}, 5 if i % 4 == 0 else None)
                 elif op == 2:
                     store.get_exact(f"ns{t % 3}", prompt)

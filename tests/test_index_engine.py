@@ -51,10 +51,10 @@ def test_scopes_move_to_hnswlib_when_large_and_back_when_small() -> None:
     rows = unit_rows(120)
     ids = []
     for i, row in enumerate(rows):
-        entry_id = store.insert("big", f"q{i}", "a", row.tolist(), "m")
+        entry_id = store.insert("big", f"q{i}", "a", row.tobytes(), "m")
         indexes.added("big", "m", entry_id, row)
         ids.append(entry_id)
-    store.insert("small", "q", "a", rows[0].tolist(), "m")
+    store.insert("small", "q", "a", rows[0].tobytes(), "m")
     sizes = indexes.sizes()
     assert "hnswlib (120)" in sizes["big (m)"] and sizes["small (m)"] == "1 vectors, exact"
     # The graph agrees with the exact scan (its recall oracle) on every stored vector.
@@ -107,9 +107,9 @@ def test_vectors_of_another_model_are_never_compared(engine_config: configuratio
     async def run() -> None:
         engine = Engine.from_config(engine_config)
         try:
-            vector = await engine.embedder.embed("How do I reset my password?")
+            vector = (await engine.embedder.embed("How do I reset my password?")).vector
             # An entry whose vector came from another model: exact tier only, never semantic.
-            engine.store.insert("ns", "How do I reset my password?", "old", vector.tolist(), "other-model@1")
+            engine.store.insert("ns", "How do I reset my password?", "old", vector.tobytes(), "other-model@1")
             assert (await engine.lookup("ns", "what's the way to reset my password")).kind == "miss"
             assert (await engine.lookup("ns", "how do i reset my password?")).kind == "exact"
         finally:

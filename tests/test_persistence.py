@@ -125,7 +125,7 @@ store = _core.Store(1000, sys.argv[1])
 stored = 0
 try:
     for i in range(10_000):
-        store.insert("ns", f"question {i}", "x" * 500, [0.5] * 64, "m")
+        store.insert("ns", f"question {i}", "x" * 500, bytes(256), "m")
         stored += 1
 except OSError as e:
     print(stored, e)
@@ -145,4 +145,4 @@ def test_a_full_disk_refuses_the_write_and_corrupts_nothing(tmp_path: Path) -> N
     assert reopened.recovery[2] == []  # the failed write left no torn record behind
     assert len(reopened) == stored
     assert reopened.get_exact("ns", f"question {stored - 1}") is not None
-    reopened.insert("ns", "after the disk was freed", "ok", [0.5] * 64, "m")
+    reopened.insert("ns", "after the disk was freed", "ok", bytes(256), "m")

@@ -41,6 +41,14 @@ def test_unrelated_question_misses(client: Client) -> None:
     assert (r.hit, r.kind, r.response, r.entry_id) == (False, "miss", "", 0)
 
 
+def test_prompts_longer_than_the_embedding_window_are_exact_only(client: Client) -> None:
+    preamble = " ".join(f"Clause {i} of the contract says the supplier shall deliver on time." for i in range(60))
+    client.store(preamble + " Question: summarize the contract.", "A summary.")
+    r = client.lookup(preamble + " Question: translate the contract into French.")
+    assert r.kind == "miss"  # same first 256 tokens, different question: never a semantic hit
+    assert client.lookup(preamble + " Question: summarize the contract.").kind == "exact"
+
+
 def test_min_similarity_is_honoured(client: Client) -> None:
     client.store(PASSWORD_Q, PASSWORD_A)
     assert not client.lookup("what's the way to reset my password", min_similarity=0.99).hit

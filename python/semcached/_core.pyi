@@ -51,7 +51,7 @@ class Store:
         namespace: str,
         prompt: str,
         response: str,
-        vector: list[float],
+        vector: bytes,
         model: str,
         metadata: dict[str, str] | None = None,
         ttl_ms: int | None = None,

@@ -97,7 +97,8 @@ class Config:
                  "must not be negative")
         _require(self.server.log_level in ("debug", "info", "warning", "error"),
                  "server.log_level", "must be one of debug, info, warning, error")
-        _require(c.default_ttl_seconds >= 0, "cache.default_ttl_seconds", "must not be negative")
+        _require(0 <= c.default_ttl_seconds <= 100 * 365 * 24 * 3600, "cache.default_ttl_seconds",
+                 "must be between 0 and 100 years in seconds")
         _require(c.max_entries >= 1, "cache.max_entries", "must be at least 1")
         _require(not math.isnan(c.min_similarity) and 0 <= c.min_similarity <= 1,
                  "cache.min_similarity", "must be in [0, 1]")

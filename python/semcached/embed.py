@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -49,10 +50,17 @@ class Embedder:
         if missing:
             raise ValueError(f"{folder.path / 'model.onnx'} lacks inputs {sorted(missing)}")
         self._output = _token_states_output(self._session)
+        self.max_tokens = max_tokens
         self.dim = int(self.embed(["dimension probe"]).shape[1])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32 rows of unit length."""
+        return self.embed_checked(texts)[0]
+
+    def embed_checked(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """The rows, and for each text whether it fit in ``max_tokens`` whole. A text cut
+        short is embedded by its head only, so two long texts that differ only after the
+        cut would look identical: such vectors must not decide a semantic hit."""
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
@@ -66,7 +74,8 @@ class Embedder:
             weights = mask[:, :, None].astype(np.float32)
             pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        whole = [sum(e.attention_mask) < self.max_tokens for e in encodings]
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32), whole
 
 
 def _token_states_output(session: ort.InferenceSession) -> str:
@@ -84,6 +93,13 @@ def default_threads(configured: int) -> int:
     return configured or max(1, len(os.sched_getaffinity(0)))
 
 
+@dataclass(frozen=True)
+class Embedding:
+    vector: np.ndarray
+    # False when the text was cut at max_tokens: then the vector is not trusted for hits.
+    whole: bool
+
+
 class BatchingEmbedder:
     """Runs embeddings on worker threads, batching requests that arrive while busy."""
 
@@ -91,15 +107,15 @@ class BatchingEmbedder:
         self.embedder = embedder
         self._workers = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embed")
-        self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._pending: list[tuple[str, asyncio.Future[Embedding]]] = []
         self._running = 0
 
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    async def embed(self, text: str) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+    async def embed(self, text: str) -> Embedding:
+        future: asyncio.Future[Embedding] = asyncio.get_running_loop().create_future()
         self._pending.append((text, future))
         if self._running < self._workers:
             self._running += 1
@@ -113,15 +129,15 @@ class BatchingEmbedder:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 texts = [text for text, _ in batch]
                 try:
-                    vectors = await loop.run_in_executor(self._pool, self.embedder.embed, texts)
+                    vectors, whole = await loop.run_in_executor(self._pool, self.embedder.embed_checked, texts)
                 except Exception as e:  # a failed batch fails its own requests only
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(e)
                     continue
-                for (_, future), vector in zip(batch, vectors):
+                for (_, future), vector, fits in zip(batch, vectors, whole):
                     if not future.done():
-                        future.set_result(vector)
+                        future.set_result(Embedding(vector, fits))
         finally:
             self._running -= 1
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from semcached import _core, validation
 from semcached.config import Config, ConfigError, data_dir
-from semcached.embed import BatchingEmbedder, Embedder, default_threads
-from semcached.errors import InvalidArgument, Unavailable
+from semcached.embed import BatchingEmbedder, Embedder, Embedding, default_threads
+from semcached.errors import InvalidArgument, SemcachedError, Unavailable
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
 from semcached.provider import Answer, Provider
@@ -39,7 +39,7 @@ PARTITION_SEPARATOR = "#"
 @dataclass(frozen=True)
 class _Found:
     result: LookupResult
-    vector: np.ndarray | None  # computed for the semantic tier; reused to store a miss
+    embedding: Embedding | None  # computed for the semantic tier; reused to store a miss
 
 
 class Engine:
@@ -51,7 +51,10 @@ class Engine:
         self.provider = provider
         self.indexes = Indexes(store)
         self._counts: Counter[str] = Counter()
-        self._inflight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+        # Bumped by every invalidation of a namespace, so a fill that started before it
+        # (a provider call in flight) does not put back what was just removed.
+        self._generation: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -110,14 +113,17 @@ class Engine:
         validation.text("response", response, cache.max_response_bytes)
         ttl = validation.ttl_seconds(ttl_seconds)
         meta = validation.metadata(metadata or {}, cache.max_metadata_bytes)
-        vector = await self.embedder.embed(prompt)
-        return await self._insert(scope, prompt, response, vector, ttl, meta)
+        embedding = await self.embedder.embed(prompt)
+        return await self._insert(scope, prompt, response, embedding, ttl, meta)
 
     async def complete(self, namespace: str, messages: Sequence[tuple[str, str]],
                        model: str = "", min_similarity: float | None = None,
-                       ttl_seconds: int | None = None,
-                       timeout: float | None = None) -> CompletionResult:
-        """Answers from the cache, or from the provider once per distinct in-flight miss."""
+                       ttl_seconds: int | None = None) -> CompletionResult:
+        """Answers from the cache, or from the provider once per distinct in-flight miss.
+
+        The upstream call is bounded by the provider timeout, not by this caller's
+        deadline: others may be waiting on the same call, and an answer that arrives after
+        the first caller gave up is still cached for the next one."""
         name = validation.namespace(namespace)
         conversation = validation.messages(messages, self.config.cache.max_prompt_bytes)
         threshold = self._threshold(min_similarity)
@@ -135,12 +141,9 @@ class Engine:
                 usage=Usage(), finish_reason="cache", similarity=hit.similarity,
                 entry_id=hit.entry_id, matched_prompt=hit.matched_prompt,
             )
-        answer = await self._single_flight(scope, question, conversation, model, timeout)
-        if answer.finish_reason != "length":  # a truncated answer is not worth serving again
-            assert found.vector is not None
-            meta = {"model": answer.model, "prompt_tokens": str(answer.usage.prompt_tokens),
-                    "completion_tokens": str(answer.usage.completion_tokens)}
-            await self._insert(scope, question, answer.text, found.vector, ttl, meta)
+        assert found.embedding is not None
+        fill = _Fill(scope, name, question, conversation, model, found.embedding, ttl)
+        answer = await self._single_flight(fill)
         return CompletionResult(text=answer.text, kind="miss", model=answer.model,
                                 usage=answer.usage, finish_reason=answer.finish_reason)
 
@@ -172,6 +175,7 @@ class Engine:
                     removed += self.store.remove_prompt(scope, prompt) is not None
             return removed
 
+        self._generation[name] += 1
         try:
             # Off the event loop: each removal is logged (and flushed) before it is applied.
             return await self.embedder.run_sync(remove)
@@ -249,9 +253,11 @@ class Engine:
         entry = self.store.get_exact(scope, prompt)
         if entry is not None:
             return _Found(_result("exact", entry, 1.0), None)
-        vector = await self.embedder.embed(prompt)
-        result = await self.embedder.run_sync(self._semantic, scope, vector, threshold)
-        return _Found(result, vector)
+        embedding = await self.embedder.embed(prompt)
+        if not embedding.whole:
+            return _Found(LookupResult(kind="miss"), embedding)
+        result = await self.embedder.run_sync(self._semantic, scope, embedding.vector, threshold)
+        return _Found(result, embedding)
 
     def _semantic(self, scope: str, vector: np.ndarray, threshold: float) -> LookupResult:
         for entry_id, similarity in self.indexes.search(scope, self.model_id, vector, CANDIDATES):
@@ -262,18 +268,21 @@ class Engine:
                 return _result("semantic", entry, min(similarity, 1.0))
         return LookupResult(kind="miss")
 
-    async def _insert(self, scope: str, prompt: str, response: str, vector: np.ndarray,
+    async def _insert(self, scope: str, prompt: str, response: str, embedding: Embedding,
                       ttl_seconds: int | None, metadata: dict[str, str]) -> StoreResult:
         ttl = ttl_seconds or self.config.cache.default_ttl_seconds
         ttl_ms = ttl * 1000 if ttl else None
+        # A prompt cut at max_tokens is kept for the exact tier only (no vector).
+        vector = embedding.vector.astype("<f4").tobytes() if embedding.whole else b""
 
         def insert() -> int:
             try:
-                entry_id = self.store.insert(scope, prompt, response, vector.tolist(),
+                entry_id = self.store.insert(scope, prompt, response, vector,
                                              self.model_id, metadata, ttl_ms)
             except OSError as e:
                 raise Unavailable(f"the entry was not stored: {e}") from None
-            self.indexes.added(scope, self.model_id, entry_id, vector)
+            if embedding.whole:
+                self.indexes.added(scope, self.model_id, entry_id, embedding.vector)
             self._apply_removals()  # what the insert replaced or evicted
             return entry_id
 
@@ -286,28 +295,53 @@ class Engine:
         for scope, entry_id, model, _reason in self.store.take_removed():
             self.indexes.removed(scope, model, entry_id)
 
-    async def _single_flight(self, scope: str, question: str,
-                             conversation: list[tuple[str, str]], model: str,
-                             timeout: float | None) -> Answer:
-        key = (scope, _core.normalize(question))
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+    async def _single_flight(self, fill: _Fill) -> Answer:
+        """One upstream call (and one store) per distinct in-flight miss. The call runs in
+        a task of its own, so a caller that goes away does not fail the others waiting."""
+        key = (fill.scope, _core.normalize(fill.question))
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fill(fill))
+            self._inflight[key] = task
+            # Leaves the map only once the answer is stored, so a request arriving in
+            # between finds the entry or the task, never neither.
+            task.add_done_callback(lambda t: (self._inflight.pop(key, None),
+                                              t.cancelled() or t.exception()))
+        return await asyncio.shield(task)
+
+    async def _fill(self, fill: _Fill) -> Answer:
+        generation = self._generation[fill.namespace]
+        self._counts["upstream_calls"] += 1
         try:
-            self._counts["upstream_calls"] += 1
-            answer = await self.provider.complete(conversation, model, timeout)
-        except BaseException as e:
+            answer = await self.provider.complete(fill.conversation, fill.model)
+        except Exception:
             self._counts["upstream_errors"] += 1
-            future.set_exception(e if isinstance(e, Exception) else Unavailable("request cancelled"))
-            future.exception()  # waiters may be none: mark the exception as retrieved
-            raise
-        else:
-            future.set_result(answer)
-            return answer
-        finally:
-            del self._inflight[key]
+            raise  # errors are never cached
+        if answer.finish_reason == "length":
+            return answer  # a truncated answer is not worth serving again
+        if self._generation[fill.namespace] != generation:
+            return answer  # the namespace was invalidated meanwhile: do not put it back
+        meta = {"model": answer.model, "prompt_tokens": str(answer.usage.prompt_tokens),
+                "completion_tokens": str(answer.usage.completion_tokens)}
+        try:
+            await self._insert(fill.scope, fill.question, answer.text, fill.embedding, fill.ttl, meta)
+        except SemcachedError as e:
+            # The answer was paid for: return it even when caching it failed.
+            log.error("could not cache an answer in %s: %s", fill.namespace, e)
+        return answer
+
+
+@dataclass(frozen=True)
+class _Fill:
+    """What a miss needs to be answered upstream and cached."""
+
+    scope: str
+    namespace: str
+    question: str
+    conversation: list[tuple[str, str]]
+    model: str
+    embedding: Embedding
+    ttl: int | None
 
 
 def _result(kind: str, entry: _core.Entry, similarity: float) -> LookupResult:

@@ -58,6 +58,8 @@ class GraphIndex:
             if entry_id in self._removed_early:
                 self._removed_early.discard(entry_id)
                 return
+            if entry_id in self._live:
+                return  # a graph build already took it from the store
             reuse = self._deleted > 0
             if not reuse and self._index.element_count >= self._index.get_max_elements():
                 self._index.resize_index(2 * self._index.get_max_elements())

@@ -66,19 +66,15 @@ class Provider:
     def configured(self) -> bool:
         return self._client is not None
 
-    async def complete(self, messages: list[tuple[str, str]], model: str,
-                       timeout: float | None = None) -> Answer:
-        """One chat completion; ``timeout`` (seconds) caps it below the configured one."""
+    async def complete(self, messages: list[tuple[str, str]], model: str) -> Answer:
+        """One chat completion, bounded by the configured timeout and retries."""
         if self._client is None:
             raise FailedPrecondition(
                 f"no LLM provider is configured: set {self.config.api_key_env} "
                 "(and OPENAI_BASE_URL or [provider] base_url for a non-OpenAI endpoint)"
             )
-        client = self._client
-        if timeout is not None:
-            client = client.with_options(timeout=min(timeout, self.config.timeout_seconds))
         try:
-            result = await client.chat.completions.create(
+            result = await self._client.chat.completions.create(
                 model=model,
                 messages=[{"role": role, "content": content} for role, content in messages],  # type: ignore[misc]
             )

@@ -17,6 +17,9 @@ DEFAULT_NAMESPACE = "default"
 NAMESPACE_RULE = "1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit"
 _NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 ROLES = ("system", "developer", "user", "assistant", "tool")
+# Longer than any cache should keep an answer, and short enough that expiry times stay
+# well inside int64 milliseconds everywhere (proto fields, the core's clock arithmetic).
+MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 
 
 def namespace(value: str) -> str:
@@ -55,8 +58,9 @@ def ttl_seconds(value: int | None) -> int | None:
     """None or 0: the server's default TTL."""
     if value is None:
         return None
-    if value < 0:
-        raise InvalidArgument(f"ttl_seconds must not be negative, got {value}")
+    if not 0 <= value <= MAX_TTL_SECONDS:
+        raise InvalidArgument(
+            f"ttl_seconds must be between 0 and {MAX_TTL_SECONDS} (100 years), got {value}")
     return value
 
 

@@ -77,6 +77,9 @@ struct Log {
     seq: u64,
     file: File,
     len: u64,
+    /// Set when a failed write could not be cut off: records appended after the garbage
+    /// would be dropped at recovery as a torn tail, so no more are accepted.
+    broken: bool,
 }
 
 /// The store, with its changes logged when it has a data directory.
@@ -94,7 +97,10 @@ impl Durable {
     /// Opens (and recovers) the store kept in `dir`, creating it when new.
     pub fn open(dir: &Path, max_entries: usize, fsync: Fsync, now_ms: u64) -> Result<(Self, Recovery), Error> {
         fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
-        let mut store = Store::new(max_entries);
+        // Replay without the cap: the log records evictions, but not the reads and expiries
+        // that chose them, so a capped replay would evict different entries than the live
+        // store did. The cap applies once history is rebuilt.
+        let mut store = Store::new(usize::MAX);
         let mut recovery = Recovery::default();
         let _ = fs::remove_file(dir.join(SNAPSHOT_TMP)); // a snapshot a crash left half-written
         let covered = match load_snapshot(&dir.join(SNAPSHOT), &mut store, now_ms)? {
@@ -117,6 +123,7 @@ impl Durable {
             let _ = fs::remove_file(segment_path(dir, seq)); // covered by the snapshot
         }
         store.expire(now_ms);
+        store.set_max_entries(max_entries);
         store.reset_history();
         let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
         Ok((Durable { store, log: Some(log), frame: Vec::new() }, recovery))
@@ -146,7 +153,10 @@ impl Durable {
             .filter(|r| r.reason == RemovalReason::Evicted)
             .map(|r| Record::Remove { id: r.id })
             .collect();
-        self.append(&evicted)?;
+        // The insert is durable and applied: report it as done even if logging the
+        // evictions fails. Unlogged, they come back after a restart, to be evicted again
+        // once the cap applies: nothing wrong is served.
+        let _ = self.append(&evicted);
         Ok(id)
     }
 
@@ -238,7 +248,7 @@ impl Log {
         if !existed {
             sync_dir(dir)?;
         }
-        Ok(Log { dir: dir.to_path_buf(), fsync, seq, file, len })
+        Ok(Log { dir: dir.to_path_buf(), fsync, seq, file, len, broken: false })
     }
 
     fn path(&self) -> PathBuf {
@@ -246,13 +256,19 @@ impl Log {
     }
 
     fn append(&mut self, framed: &[u8]) -> Result<(), Error> {
+        if self.broken {
+            return Err(Error::Io(format!(
+                "{} could not be repaired after a failed write; restart the server to recover it",
+                self.path().display()
+            )));
+        }
         let written = self.file.write_all(framed).and_then(|()| match self.fsync {
             Fsync::Always => self.file.sync_data(),
             Fsync::Interval => Ok(()),
         });
         if let Err(e) = written {
             // Cut a partial record off, so records appended later stay readable.
-            let _ = self.file.set_len(self.len);
+            self.broken = self.file.set_len(self.len).is_err();
             return Err(io_error("append to", &self.path(), e));
         }
         self.len += framed.len() as u64;
@@ -473,6 +489,24 @@ mod tests {
         let fresh = d.insert(new("d", None), 500).unwrap();
         assert!(fresh > b, "ids are never reused");
         d.store().check_invariants().unwrap();
+    }
+
+    #[test]
+    fn replay_keeps_what_was_live_when_reads_and_expiry_chose_the_evictions() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 2, 0);
+        d.insert(new("a", None), 0).unwrap();
+        d.insert(new("b", None), 0).unwrap();
+        d.store_mut().get_exact("ns", "a", 0).unwrap(); // a is now more recent than b
+        d.insert(new("c", None), 0).unwrap(); // evicts b, not a
+        d.insert(new("short", Some(1)), 0).unwrap(); // evicts a
+        d.store_mut().expire(5);
+        d.insert(new("e", None), 5).unwrap(); // room left by the expiry: evicts nothing
+        let live = prompts(&d);
+        drop(d);
+        let (d, _) = open(&dir, 2, 5);
+        assert_eq!(prompts(&d), live);
+        assert_eq!(live, ["c", "e"]);
     }
 
     #[test]

@@ -8,7 +8,12 @@ use unicode_normalization::UnicodeNormalization;
 /// prompts that render the same map to one key. Nothing else is stripped: punctuation can
 /// change a question's meaning ("2+3" is not "23").
 pub fn normalize(prompt: &str) -> String {
-    let folded: String = prompt.nfkc().flat_map(char::to_lowercase).collect();
+    // ASCII is its own NFKC form: skip the Unicode tables for the common case.
+    let folded: String = if prompt.is_ascii() {
+        prompt.to_ascii_lowercase()
+    } else {
+        prompt.nfkc().flat_map(char::to_lowercase).collect()
+    };
     let mut out = String::with_capacity(folded.len());
     for word in folded.split_whitespace() {
         if !out.is_empty() {

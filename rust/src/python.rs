@@ -35,6 +35,13 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+fn floats(bytes: &[u8]) -> PyResult<Vec<f32>> {
+    if bytes.len() % 4 != 0 {
+        return Err(PyValueError::new_err("a vector must be float32 bytes (a length divisible by 4)"));
+    }
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+}
+
 /// One cached entry, as read from the store (a copy: later changes do not show here).
 #[pyclass(frozen, get_all, module = "semcached._core")]
 pub struct Entry {
@@ -115,6 +122,7 @@ impl PyStore {
     }
 
     /// Stores an entry; returns its id. Replaces an entry with the same normalized prompt.
+    /// `vector` is the embedding as little-endian float32 bytes (`ndarray.tobytes()`).
     #[pyo3(signature = (namespace, prompt, response, vector, model, metadata = None, ttl_ms = None))]
     #[allow(clippy::too_many_arguments)]
     fn insert(
@@ -123,11 +131,12 @@ impl PyStore {
         namespace: String,
         prompt: String,
         response: String,
-        vector: Vec<f32>,
+        vector: &[u8],
         model: String,
         metadata: Option<HashMap<String, String>>,
         ttl_ms: Option<u64>,
     ) -> PyResult<u64> {
+        let vector = floats(vector)?;
         let mut metadata: Vec<(String, String)> = metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
         let new = NewEntry { namespace, prompt, response, vector, model, metadata, ttl_ms };
@@ -135,8 +144,8 @@ impl PyStore {
     }
 
     /// The exact tier: the live entry stored under this prompt's normal form, or None.
-    fn get_exact(&self, py: Python<'_>, namespace: String, prompt: String) -> Option<Entry> {
-        py.detach(|| self.inner.with(|d| d.store_mut().get_exact(&namespace, &prompt, now_ms())))
+    fn get_exact(&self, py: Python<'_>, namespace: &str, prompt: &str) -> Option<Entry> {
+        py.detach(|| self.inner.with(|d| d.store_mut().get_exact(namespace, prompt, now_ms())))
             .map(Entry::from)
     }
 
@@ -207,12 +216,9 @@ impl PyStore {
 
     /// Exact search: the k live entries of (namespace, model) most similar to `query`
     /// (little-endian float32 bytes), as (entry id, inner product), best first.
-    fn search(&self, py: Python<'_>, namespace: String, model: String, query: &[u8], k: usize) -> PyResult<Vec<(u64, f32)>> {
-        if query.len() % 4 != 0 {
-            return Err(PyValueError::new_err("query must be float32 bytes"));
-        }
-        let query: Vec<f32> = query.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-        Ok(py.detach(|| self.inner.with(|d| d.store().search(&namespace, &model, &query, k, now_ms()))))
+    fn search(&self, py: Python<'_>, namespace: &str, model: &str, query: &[u8], k: usize) -> PyResult<Vec<(u64, f32)>> {
+        let query = floats(query)?;
+        Ok(py.detach(|| self.inner.with(|d| d.store().search(namespace, model, &query, k, now_ms()))))
     }
 
     fn vector_count(&self, py: Python<'_>, namespace: String, model: String) -> usize {

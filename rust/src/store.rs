@@ -146,6 +146,19 @@ impl Store {
         self.max_entries
     }
 
+    /// Changes the cap, evicting least recently used entries down to it.
+    pub fn set_max_entries(&mut self, max_entries: usize) {
+        self.max_entries = max_entries.max(1);
+        self.evict_to_cap();
+    }
+
+    fn evict_to_cap(&mut self) {
+        while self.slots.len() > self.max_entries {
+            let (_, &oldest) = self.lru.first_key_value().expect("lru holds every slot");
+            self.remove_slot(oldest, RemovalReason::Evicted);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -250,10 +263,7 @@ impl Store {
         };
         self.slots.insert(id, Slot { entry, key, tick });
         self.counters.inserts += 1;
-        while self.slots.len() > self.max_entries {
-            let (_, &oldest) = self.lru.first_key_value().expect("lru holds every slot");
-            self.remove_slot(oldest, RemovalReason::Evicted);
-        }
+        self.evict_to_cap();
         Ok(())
     }
 

@@ -80,7 +80,6 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
             request.namespace, [(m.role, m.content) for m in request.messages],
             model=request.model, min_similarity=_optional(request, "min_similarity"),
             ttl_seconds=_optional(request, "ttl_seconds"),
-            timeout=context.time_remaining(),
         )
         match = None
         if result.hit:
