@@ -184,10 +184,11 @@ class Engine:
         finally:
             await self.embedder.run_sync(self._apply_removals)
 
-    def stats(self) -> Stats:
+    async def stats(self) -> Stats:
         core = self.store.counters()
         sizes: Counter[str] = Counter()
-        for scope, n in self.store.namespace_sizes().items():
+        # O(scopes): off the event loop.
+        for scope, n in (await self.embedder.run_sync(self.store.namespace_sizes)).items():
             sizes[_namespace_of(scope)] += n
         return Stats(
             entries=len(self.store), max_entries=self.store.max_entries,

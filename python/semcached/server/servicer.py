@@ -107,7 +107,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
 
     @_statuses
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
-        s = self.engine.stats()
+        s = await self.engine.stats()
         return pb.StatsResponse(
             entries=s.entries, max_entries=s.max_entries, exact_hits=s.exact_hits,
             semantic_hits=s.semantic_hits, misses=s.misses, stores=s.stores,
