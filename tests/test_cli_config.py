@@ -48,6 +48,20 @@ def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, wor
     assert words in str(e.value)
 
 
+def test_namespace_tables_set_per_namespace_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[cache]\neviction = 'lru'\n[namespaces.tenant-a]\nmax_entries = 2\nmax_bytes = 100000\n")
+    config = configuration.load(path, environ={})
+    assert config.cache.eviction == "lru"
+    assert (config.namespaces["tenant-a"].max_entries, config.namespaces["tenant-a"].max_bytes) == (2, 100000)
+    path.write_text("[namespaces.'bad name']\nmax_entries = 2\n")
+    with pytest.raises(ConfigError, match="invalid namespace"):
+        configuration.load(path, environ={})
+    path.write_text("[namespaces.ok]\nmax_entrys = 2\n")
+    with pytest.raises(ConfigError, match="unknown key namespaces.ok.max_entrys"):
+        configuration.load(path, environ={})
+
+
 def test_bad_environment_value_is_refused() -> None:
     with pytest.raises(ConfigError, match="SEMCACHED_CACHE_MAX_ENTRIES: cache.max_entries must be an integer"):
         configuration.load(None, environ={"SEMCACHED_CACHE_MAX_ENTRIES": "many"})

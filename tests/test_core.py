@@ -93,3 +93,35 @@ def test_threads_hammering_the_store_keep_it_consistent() -> None:
     assert counters["inserts"] == 8 * 1000
     assert len(store) <= 300
     assert sum(store.namespace_sizes().values()) == len(store)
+
+
+def test_a_byte_bound_holds_under_a_long_mixed_load() -> None:
+    import random
+
+    bound = 2 * 1024 * 1024
+    store = _core.Store(1_000_000, max_bytes=bound, namespace_max_bytes=bound // 2)
+    rng = random.Random(7)
+    vector = np.ones(384, dtype="<f4").tobytes()
+    for i in range(30_000):
+        op = rng.random()
+        namespace = f"ns{rng.randrange(4)}#p{rng.randrange(3)}"
+        prompt = f"question {rng.randrange(5_000)}"
+        if op < 0.6:
+            store.insert(namespace, prompt, "x" * rng.randrange(1, 4096), vector, "m",
+                         None, rng.choice([None, 1, 60_000]))
+        elif op < 0.85:
+            store.get_exact(namespace, prompt)
+        elif op < 0.95:
+            store.remove_prompt(namespace, prompt)
+        else:
+            store.expire()
+        if i % 500 == 0:
+            assert store.bytes <= bound
+            assert all(size <= bound // 2 for _, _, size in store.group_usage())
+    store.check_invariants()
+    assert store.bytes > bound // 2  # the load did fill it
+    assert sorted(name for name, _, _ in store.group_usage()) == ["ns0", "ns1", "ns2", "ns3"]
+    with pytest.raises(ValueError, match="more than the"):
+        store.insert("ns0", "huge", "x" * bound, vector, "m")
+    with pytest.raises(ValueError, match="policy must be"):
+        _core.Store(policy="random")

@@ -103,6 +103,25 @@ def test_engine_eviction_and_expiry_reach_the_index(engine_config: configuration
     asyncio.run(run())
 
 
+def test_namespace_bounds_from_the_config_apply(engine_config: configuration.Config) -> None:
+    engine_config.cache.max_entries = 100
+    engine_config.namespaces["tight"] = configuration.NamespaceLimits(max_entries=2)
+
+    async def run() -> None:
+        engine = Engine.from_config(engine_config)
+        try:
+            for q in ("Where is my order?", "How do I return an item?", "Do you ship abroad?"):
+                await engine.store_entry("tight", q, "A")
+                await engine.store_entry("roomy", q, "A")
+            stats = await engine.stats()
+            assert (stats.namespaces["tight"].entries, stats.namespaces["roomy"].entries) == (2, 3)
+            assert stats.evictions == 1
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+
+
 def test_vectors_of_another_model_are_never_compared(engine_config: configuration.Config) -> None:
     async def run() -> None:
         engine = Engine.from_config(engine_config)

@@ -16,7 +16,14 @@ from semcached.errors import (
     Unauthenticated,
     Unavailable,
 )
-from semcached.results import CompletionResult, LookupResult, Stats, StoreResult, Usage
+from semcached.results import (
+    CompletionResult,
+    LookupResult,
+    NamespaceStats,
+    Stats,
+    StoreResult,
+    Usage,
+)
 
 __all__ = [
     "AsyncClient",
@@ -26,6 +33,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "LookupResult",
+    "NamespaceStats",
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",

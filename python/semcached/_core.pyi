@@ -1,5 +1,6 @@
 """Type stubs for the native module ``semcached._core`` (checked by ``make lint``)."""
 
+import builtins
 from typing import final
 
 __all__ = ["Store", "Entry", "CorruptDataError", "normalize", "__version__"]
@@ -40,8 +41,21 @@ class Store:
     """The thread-safe entry store. Every method releases the GIL while it works."""
 
     def __new__(
-        cls, max_entries: int = ..., data_dir: str | None = None, fsync: str = "always"
+        cls,
+        max_entries: int = ...,
+        data_dir: str | None = None,
+        fsync: str = "always",
+        max_bytes: int | None = None,
+        namespace_max_entries: int | None = None,
+        namespace_max_bytes: int | None = None,
+        policy: str = "s3fifo",
     ) -> Store: ...
+    @property
+    def bytes(self) -> int: ...
+    def set_namespace_limits(
+        self, namespace: str, max_entries: int | None = None, max_bytes: int | None = None
+    ) -> None: ...
+    def group_usage(self) -> list[tuple[str, int, int]]: ...
     @property
     def recovery(self) -> tuple[int, int, list[str]]: ...
     @property
@@ -51,7 +65,7 @@ class Store:
         namespace: str,
         prompt: str,
         response: str,
-        vector: bytes,
+        vector: builtins.bytes,
         model: str,
         metadata: dict[str, str] | None = None,
         ttl_ms: int | None = None,
@@ -64,9 +78,9 @@ class Store:
     def snapshot(self) -> int: ...
     def log_bytes(self) -> int: ...
     def vector_sets(self) -> list[tuple[str, str, int]]: ...
-    def scope_vectors(self, namespace: str, model: str) -> tuple[list[int], bytes]: ...
+    def scope_vectors(self, namespace: str, model: str) -> tuple[list[int], builtins.bytes]: ...
     def search(
-        self, namespace: str, model: str, query: bytes, k: int
+        self, namespace: str, model: str, query: builtins.bytes, k: int
     ) -> list[tuple[int, float]]: ...
     def vector_count(self, namespace: str, model: str) -> int: ...
     def remove_prompt(self, namespace: str, prompt: str) -> int | None: ...

@@ -14,7 +14,15 @@ import grpc
 
 from semcached import validation
 from semcached.errors import InvalidArgument, SemcachedError, from_status
-from semcached.results import CompletionResult, HitKind, LookupResult, Stats, StoreResult, Usage
+from semcached.results import (
+    CompletionResult,
+    HitKind,
+    LookupResult,
+    NamespaceStats,
+    Stats,
+    StoreResult,
+    Usage,
+)
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 
@@ -97,8 +105,8 @@ def _stats(r: pb.StatsResponse) -> Stats:
         semantic_hits=r.semantic_hits, misses=r.misses, stores=r.stores, evictions=r.evictions,
         expirations=r.expirations, invalidations=r.invalidations,
         upstream_calls=r.upstream_calls, upstream_errors=r.upstream_errors,
-        embedding_model=r.embedding_model,
-        namespaces={k: v.entries for k, v in r.namespaces.items()})
+        embedding_model=r.embedding_model, bytes=r.bytes, max_bytes=r.max_bytes,
+        namespaces={k: NamespaceStats(v.entries, v.bytes) for k, v in r.namespaces.items()})
 
 
 def _error(e: grpc.RpcError) -> SemcachedError:

@@ -37,6 +37,14 @@ class CacheConfig:
     # 0: entries never expire unless a request sets ttl_seconds.
     default_ttl_seconds: int = 7 * 24 * 3600
     max_entries: int = 1_000_000
+    # Bytes accounted to entries (strings, vector, a fixed overhead each); 0: unbounded.
+    max_bytes: int = 2 * 1024**3
+    # Bounds of each namespace (with Complete's partitions of it); 0: unbounded.
+    # [namespaces.<name>] tables set them for one namespace.
+    namespace_max_entries: int = 0
+    namespace_max_bytes: int = 0
+    # Which entry goes at a bound: "s3fifo" (scan-resistant) or "lru".
+    eviction: str = "s3fifo"
     # Lowest cosine similarity served as a semantic hit when a request sets none.
     min_similarity: float = 0.90
     max_prompt_bytes: int = 32 * 1024
@@ -82,12 +90,20 @@ class ProviderConfig:
 
 
 @dataclass
+class NamespaceLimits:
+    max_entries: int = 0
+    max_bytes: int = 0
+
+
+@dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
+    # Per-namespace bounds, from [namespaces.<name>] tables of the file.
+    namespaces: dict[str, NamespaceLimits] = field(default_factory=dict)
 
     def validate(self) -> Config:
         c = self.cache
@@ -100,6 +116,13 @@ class Config:
         _require(0 <= c.default_ttl_seconds <= 100 * 365 * 24 * 3600, "cache.default_ttl_seconds",
                  "must be between 0 and 100 years in seconds")
         _require(c.max_entries >= 1, "cache.max_entries", "must be at least 1")
+        for key in ("max_bytes", "namespace_max_entries", "namespace_max_bytes"):
+            _require(getattr(c, key) >= 0, f"cache.{key}", "must not be negative (0: unbounded)")
+        _require(c.eviction in ("s3fifo", "lru"), "cache.eviction", "must be 's3fifo' or 'lru'")
+        for name, limits in self.namespaces.items():
+            for key in ("max_entries", "max_bytes"):
+                _require(getattr(limits, key) >= 0, f"namespaces.{name}.{key}",
+                         "must not be negative (0: unbounded)")
         _require(not math.isnan(c.min_similarity) and 0 <= c.min_similarity <= 1,
                  "cache.min_similarity", "must be in [0, 1]")
         for key in ("max_prompt_bytes", "max_response_bytes", "max_metadata_bytes",
@@ -142,18 +165,34 @@ def load(path: str | os.PathLike[str] | None = None,
 
 
 def _sections(config: Config) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in fields(config)}
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name != "namespaces"}
 
 
 def _apply_file(config: Config, data: dict[str, Any], where: str) -> None:
     sections = _sections(config)
     for name, values in data.items():
+        if name == "namespaces" and isinstance(values, dict):
+            _apply_namespaces(config, values, where)
+            continue
         if name not in sections:
             raise ConfigError(f"{where}: unknown section [{name}]; known: {', '.join(sections)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")
         for key, value in values.items():
             _set(sections[name], name, key, value, where)
+
+
+def _apply_namespaces(config: Config, tables: dict[str, Any], where: str) -> None:
+    from semcached.validation import NAMESPACE_RULE, namespace_is_valid
+
+    for name, values in tables.items():
+        if not namespace_is_valid(name):
+            raise ConfigError(f"{where}: [namespaces.{name}]: invalid namespace: {NAMESPACE_RULE}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: [namespaces.{name}] must be a table")
+        limits = config.namespaces.setdefault(name, NamespaceLimits())
+        for key, value in values.items():
+            _set(limits, f"namespaces.{name}", key, value, where)
 
 
 def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
@@ -204,7 +243,7 @@ def replace(config: Config, **overrides: Any) -> Config:
             continue
         name, key = dotted.split("__")
         _set(sections[name], name, key, value, "command line")
-    return Config(**sections).validate()
+    return Config(**sections, namespaces=dict(config.namespaces)).validate()
 
 
 def data_dir(config: Config) -> Path:

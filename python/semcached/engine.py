@@ -25,7 +25,14 @@ from semcached.errors import InvalidArgument, SemcachedError, Unavailable
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
 from semcached.provider import Answer, Provider
-from semcached.results import CompletionResult, LookupResult, Stats, StoreResult, Usage
+from semcached.results import (
+    CompletionResult,
+    LookupResult,
+    NamespaceStats,
+    Stats,
+    StoreResult,
+    Usage,
+)
 
 log = logging.getLogger("semcached.engine")
 
@@ -65,9 +72,17 @@ class Engine:
                          config.embedding.pooling)
         embedder = Embedder(folder, config.embedding.max_tokens)
         threads = default_threads(config.embedding.threads)
+        cache = config.cache
         try:
-            store = _core.Store(config.cache.max_entries, str(data_dir(config)),
-                                config.storage.fsync)
+            store = _core.Store(
+                cache.max_entries, str(data_dir(config)), config.storage.fsync,
+                max_bytes=cache.max_bytes or None,
+                namespace_max_entries=cache.namespace_max_entries or None,
+                namespace_max_bytes=cache.namespace_max_bytes or None,
+                policy=cache.eviction,
+            )
+            for name, limits in config.namespaces.items():
+                store.set_namespace_limits(name, limits.max_entries or None, limits.max_bytes or None)
         except _core.CorruptDataError as e:
             raise ConfigError(str(e)) from None
         except OSError as e:
@@ -186,10 +201,7 @@ class Engine:
 
     async def stats(self) -> Stats:
         core = self.store.counters()
-        sizes: Counter[str] = Counter()
-        # O(scopes): off the event loop.
-        for scope, n in (await self.embedder.run_sync(self.store.namespace_sizes)).items():
-            sizes[_namespace_of(scope)] += n
+        usage = await self.embedder.run_sync(self.store.group_usage)  # O(namespaces): off the loop
         return Stats(
             entries=len(self.store), max_entries=self.store.max_entries,
             exact_hits=core["exact_hits"], semantic_hits=self._counts["semantic"],
@@ -197,7 +209,8 @@ class Engine:
             evictions=core["evictions"], expirations=core["expirations"],
             invalidations=core["invalidations"], upstream_calls=self._counts["upstream_calls"],
             upstream_errors=self._counts["upstream_errors"], embedding_model=self.model_id,
-            namespaces=dict(sizes),
+            bytes=self.store.bytes, max_bytes=self.config.cache.max_bytes,
+            namespaces={name: NamespaceStats(entries, size) for name, entries, size in usage},
         )
 
     # -- lifecycle -------------------------------------------------------------------

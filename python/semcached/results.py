@@ -58,6 +58,12 @@ class CompletionResult:
 
 
 @dataclass(frozen=True)
+class NamespaceStats:
+    entries: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class Stats:
     entries: int
     max_entries: int
@@ -71,4 +77,6 @@ class Stats:
     upstream_calls: int
     upstream_errors: int
     embedding_model: str
-    namespaces: dict[str, int]
+    bytes: int
+    max_bytes: int  # 0: unbounded
+    namespaces: dict[str, NamespaceStats]

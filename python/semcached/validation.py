@@ -22,11 +22,15 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_TTL_SECONDS = 100 * 365 * 24 * 3600
 
 
+def namespace_is_valid(value: str) -> bool:
+    return _NAMESPACE.fullmatch(value) is not None
+
+
 def namespace(value: str) -> str:
     """The namespace to use; empty means the default one."""
     if value == "":
         return DEFAULT_NAMESPACE
-    if not _NAMESPACE.fullmatch(value):
+    if not namespace_is_valid(value):
         raise InvalidArgument(f"namespace {value!r} is invalid: {NAMESPACE_RULE}")
     return value
 

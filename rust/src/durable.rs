@@ -16,7 +16,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, Record};
-use crate::store::{EntryId, NewEntry, RemovalReason, Store, StoreError};
+use crate::store::{Config, EntryId, Limits, NewEntry, RemovalReason, Store, StoreError};
 
 const SNAPSHOT: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
@@ -90,17 +90,18 @@ pub struct Durable {
 }
 
 impl Durable {
-    pub fn in_memory(max_entries: usize) -> Self {
-        Durable { store: Store::new(max_entries), log: None, frame: Vec::new() }
+    pub fn in_memory(config: Config) -> Self {
+        Durable { store: Store::with_config(config), log: None, frame: Vec::new() }
     }
 
     /// Opens (and recovers) the store kept in `dir`, creating it when new.
-    pub fn open(dir: &Path, max_entries: usize, fsync: Fsync, now_ms: u64) -> Result<(Self, Recovery), Error> {
+    pub fn open(dir: &Path, config: Config, fsync: Fsync, now_ms: u64) -> Result<(Self, Recovery), Error> {
         fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
-        // Replay without the cap: the log records evictions, but not the reads and expiries
-        // that chose them, so a capped replay would evict different entries than the live
-        // store did. The cap applies once history is rebuilt.
-        let mut store = Store::new(usize::MAX);
+        // Replay without bounds: the log records evictions, but not the reads and expiries
+        // that chose them, so a bounded replay would evict different entries than the live
+        // store did. The bounds apply once history is rebuilt.
+        let unbounded = Config { limits: Limits::NONE, namespace_limits: Limits::NONE, ..config };
+        let mut store = Store::with_config(unbounded);
         let mut recovery = Recovery::default();
         let _ = fs::remove_file(dir.join(SNAPSHOT_TMP)); // a snapshot a crash left half-written
         let covered = match load_snapshot(&dir.join(SNAPSHOT), &mut store, now_ms)? {
@@ -123,7 +124,7 @@ impl Durable {
             let _ = fs::remove_file(segment_path(dir, seq)); // covered by the snapshot
         }
         store.expire(now_ms);
-        store.set_max_entries(max_entries);
+        store.set_limits(config.limits, config.namespace_limits);
         store.reset_history();
         let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
         Ok((Durable { store, log: Some(log), frame: Vec::new() }, recovery))
@@ -459,8 +460,15 @@ mod tests {
         }
     }
 
+    fn config(max_entries: usize) -> Config {
+        let mut config = Config::default();
+        config.limits.max_entries = max_entries;
+        config.policy = crate::policy::Policy::Lru;
+        config
+    }
+
     fn open(dir: &Path, max_entries: usize, now_ms: u64) -> (Durable, Recovery) {
-        Durable::open(dir, max_entries, Fsync::Always, now_ms).unwrap()
+        Durable::open(dir, config(max_entries), Fsync::Always, now_ms).unwrap()
     }
 
     fn prompts(d: &Durable) -> Vec<String> {
@@ -564,7 +572,7 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
-        let Err(Error::Corrupt(message)) = Durable::open(&dir, 100, Fsync::Always, 0) else {
+        let Err(Error::Corrupt(message)) = Durable::open(&dir, config(100), Fsync::Always, 0) else {
             panic!("a corrupt snapshot was accepted")
         };
         assert!(message.contains("snapshot.bin is corrupt (entry 0: checksum mismatch)"), "{message}");
@@ -581,6 +589,6 @@ mod tests {
         let mut bytes = fs::read(&first).unwrap();
         bytes[10] ^= 0xff;
         fs::write(&first, &bytes).unwrap();
-        assert!(matches!(Durable::open(&dir, 100, Fsync::Always, 0), Err(Error::Corrupt(_))));
+        assert!(matches!(Durable::open(&dir, config(100), Fsync::Always, 0), Err(Error::Corrupt(_))));
     }
 }

@@ -17,6 +17,7 @@
 pub mod codec;
 pub mod durable;
 pub mod normalize;
+pub mod policy;
 pub mod store;
 pub mod sync;
 pub mod vectors;

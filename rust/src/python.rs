@@ -12,7 +12,8 @@ use pyo3::types::PyBytes;
 
 use crate::durable::{self, Durable, Fsync, Recovery};
 use crate::normalize;
-use crate::store::{self, EntryId, NewEntry, DEFAULT_MAX_ENTRIES};
+use crate::policy::Policy;
+use crate::store::{self, Config, EntryId, Limits, NewEntry, DEFAULT_MAX_ENTRIES};
 use crate::sync::SharedStore;
 
 create_exception!(
@@ -33,6 +34,10 @@ fn to_py(e: durable::Error) -> PyErr {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn limits(max_entries: Option<usize>, max_bytes: Option<usize>) -> Limits {
+    Limits { max_entries: max_entries.unwrap_or(usize::MAX), max_bytes: max_bytes.unwrap_or(usize::MAX) }
 }
 
 fn floats(bytes: &[u8]) -> PyResult<Vec<f32>> {
@@ -90,9 +95,23 @@ pub struct PyStore {
 impl PyStore {
     /// An in-memory store, or with `data_dir` one that logs every change there and
     /// recovers from it when opened again.
+    /// Bounds given as None are unbounded (`max_entries` defaults to a million).
     #[new]
-    #[pyo3(signature = (max_entries = DEFAULT_MAX_ENTRIES, data_dir = None, fsync = "always"))]
-    fn new(py: Python<'_>, max_entries: usize, data_dir: Option<PathBuf>, fsync: &str) -> PyResult<Self> {
+    #[pyo3(signature = (
+        max_entries = DEFAULT_MAX_ENTRIES, data_dir = None, fsync = "always", max_bytes = None,
+        namespace_max_entries = None, namespace_max_bytes = None, policy = "s3fifo"
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        max_entries: usize,
+        data_dir: Option<PathBuf>,
+        fsync: &str,
+        max_bytes: Option<usize>,
+        namespace_max_entries: Option<usize>,
+        namespace_max_bytes: Option<usize>,
+        policy: &str,
+    ) -> PyResult<Self> {
         if max_entries == 0 {
             return Err(PyValueError::new_err("max_entries must be at least 1"));
         }
@@ -101,9 +120,19 @@ impl PyStore {
             "interval" => Fsync::Interval,
             other => return Err(PyValueError::new_err(format!("fsync must be 'always' or 'interval', not {other:?}"))),
         };
+        let policy = match policy {
+            "s3fifo" => Policy::S3Fifo,
+            "lru" => Policy::Lru,
+            other => return Err(PyValueError::new_err(format!("policy must be 's3fifo' or 'lru', not {other:?}"))),
+        };
+        let config = Config {
+            limits: Limits { max_entries, max_bytes: max_bytes.unwrap_or(usize::MAX) },
+            namespace_limits: limits(namespace_max_entries, namespace_max_bytes),
+            policy,
+        };
         let (durable, recovery) = match data_dir {
-            None => (Durable::in_memory(max_entries), Recovery::default()),
-            Some(dir) => py.detach(|| Durable::open(&dir, max_entries, fsync, now_ms())).map_err(to_py)?,
+            None => (Durable::in_memory(config), Recovery::default()),
+            Some(dir) => py.detach(|| Durable::open(&dir, config, fsync, now_ms())).map_err(to_py)?,
         };
         Ok(PyStore { inner: SharedStore::new(durable), recovery })
     }
@@ -119,6 +148,24 @@ impl PyStore {
     #[getter]
     fn max_entries(&self, py: Python<'_>) -> usize {
         py.detach(|| self.inner.with(|d| d.store().max_entries()))
+    }
+
+    /// Bytes accounted to live entries (strings, vector and a fixed overhead each).
+    #[getter]
+    fn bytes(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.with(|d| d.store().bytes()))
+    }
+
+    /// Bounds one namespace (with every `namespace#partition` of it); None: unbounded.
+    #[pyo3(signature = (namespace, max_entries = None, max_bytes = None))]
+    fn set_namespace_limits(&self, py: Python<'_>, namespace: &str, max_entries: Option<usize>, max_bytes: Option<usize>) {
+        let bounds = limits(max_entries, max_bytes);
+        py.detach(|| self.inner.with(|d| d.store_mut().set_namespace_limits(namespace, bounds)));
+    }
+
+    /// (namespace, entries, bytes) per namespace group (partitions counted in their namespace).
+    fn group_usage(&self, py: Python<'_>) -> Vec<(String, usize, usize)> {
+        py.detach(|| self.inner.with(|d| d.store().group_usage()))
     }
 
     /// Stores an entry; returns its id. Replaces an entry with the same normalized prompt.

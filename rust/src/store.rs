@@ -1,26 +1,85 @@
 //! The entry store: a single-threaded algorithm, wrapped for threads in [`crate::sync`].
 //!
 //! Indexes kept in step on every change:
-//! * `slots`: id -> entry, its vector, its normalized prompt and its LRU tick;
+//! * `slots`: id -> entry, its normalized prompt and its size in bytes;
 //! * `namespaces`: namespace -> (normalized prompt -> id), the exact tier; a namespace
 //!   holds each normalized prompt once, so its map also lists all of its entries;
-//! * `lru`: tick -> id, oldest first; a read or write moves an entry to the newest tick;
+//! * `vectors`: namespace -> model -> contiguous vectors (see [`crate::vectors`]);
+//! * `groups`: the eviction queues and bounds of each namespace group. A namespace
+//!   `name#partition` (how the engine keys conversations) belongs to the group `name`, so
+//!   bounds set for a namespace cover all of its partitions;
 //! * `expiry`: (expires_ms, id), soonest first, so expiring is a walk from the front.
+//!
+//! Bounds: entries and bytes for the whole store and per group. A group over its own bound
+//! evicts by its policy; a store over its bound evicts from the group holding the most
+//! bytes, so one busy namespace cannot push everyone else's hot entries out.
 //!
 //! Every removal is logged in `removed` until the owner takes the log, so that structures
 //! outside the store (the vector indexes) can drop the same entries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::normalize::normalize;
+use crate::policy::{Policy, Queues};
 use crate::vectors::VectorSet;
 
 pub type EntryId = u64;
 
 /// Default cap on entries when none is given.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
+
+/// What an entry costs beyond its strings and its vector: its record, its places in the
+/// maps and queues, and allocator rounding. `benchmarks/core.py` compares the accounted
+/// bytes with the process's resident memory.
+pub const ENTRY_OVERHEAD_BYTES: usize = 640;
+
+/// Bounds on entries and bytes; `usize::MAX` means none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+impl Limits {
+    pub const NONE: Limits = Limits { max_entries: usize::MAX, max_bytes: usize::MAX };
+
+    fn exceeded(&self, entries: usize, bytes: usize) -> bool {
+        entries > self.max_entries || bytes > self.max_bytes
+    }
+}
+
+/// How a store is bounded and evicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub limits: Limits,
+    /// Bounds of every namespace group without bounds of its own.
+    pub namespace_limits: Limits,
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            limits: Limits { max_entries: DEFAULT_MAX_ENTRIES, max_bytes: usize::MAX },
+            namespace_limits: Limits::NONE,
+            policy: Policy::S3Fifo,
+        }
+    }
+}
+
+/// The eviction group of a namespace: the part before `#`.
+pub fn group_of(namespace: &str) -> &str {
+    namespace.split('#').next().unwrap_or(namespace)
+}
+
+struct Group {
+    queues: Queues,
+    limits: Limits,
+}
 
 /// One cached answer, as the store hands it out (the vector stays inside: see [`Store::vector`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +146,8 @@ pub enum StoreError {
     EmptyPrompt,
     /// A vector whose length differs from the others of its namespace and model.
     Dimension { expected: usize, got: usize },
+    /// One entry larger than the bound of its namespace or of the store.
+    TooLarge { bytes: usize, limit: usize },
 }
 
 impl fmt::Display for StoreError {
@@ -97,6 +158,9 @@ impl fmt::Display for StoreError {
                 f,
                 "vector has {got} dimensions, but this namespace and model hold {expected}-dimensional vectors"
             ),
+            StoreError::TooLarge { bytes, limit } => {
+                write!(f, "entry takes {bytes} bytes, more than the {limit}-byte bound of its namespace or store")
+            }
         }
     }
 }
@@ -106,7 +170,7 @@ impl std::error::Error for StoreError {}
 struct Slot {
     entry: Entry,
     key: String,
-    tick: u64,
+    bytes: usize,
 }
 
 /// Vector sets by namespace, then embedding model.
@@ -116,46 +180,100 @@ pub struct Store {
     slots: HashMap<EntryId, Slot>,
     namespaces: HashMap<Arc<str>, HashMap<String, EntryId>>,
     vectors: Vectors,
-    lru: BTreeMap<u64, EntryId>,
+    groups: HashMap<Arc<str>, Group>,
+    /// Bounds set for particular namespace groups.
+    group_limits: HashMap<String, Limits>,
     expiry: BTreeSet<(u64, EntryId)>,
     removed: Vec<Removed>,
     next_id: EntryId,
-    next_tick: u64,
-    max_entries: usize,
+    config: Config,
+    bytes: usize,
     counters: Counters,
 }
 
 impl Store {
-    /// A store holding at most `max_entries` entries (at least one).
+    /// A store holding at most `max_entries` entries (at least one), other settings default.
     pub fn new(max_entries: usize) -> Self {
+        let mut config = Config::default();
+        config.limits.max_entries = max_entries;
+        Store::with_config(config)
+    }
+
+    pub fn with_config(mut config: Config) -> Self {
+        config.limits.max_entries = config.limits.max_entries.max(1);
         Store {
             slots: HashMap::new(),
             namespaces: HashMap::new(),
             vectors: HashMap::new(),
-            lru: BTreeMap::new(),
+            groups: HashMap::new(),
+            group_limits: HashMap::new(),
             expiry: BTreeSet::new(),
             removed: Vec::new(),
             next_id: 1,
-            next_tick: 0,
-            max_entries: max_entries.max(1),
+            config,
+            bytes: 0,
             counters: Counters::default(),
         }
     }
 
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
     pub fn max_entries(&self) -> usize {
-        self.max_entries
+        self.config.limits.max_entries
     }
 
-    /// Changes the cap, evicting least recently used entries down to it.
-    pub fn set_max_entries(&mut self, max_entries: usize) {
-        self.max_entries = max_entries.max(1);
-        self.evict_to_cap();
+    /// Bytes accounted to live entries (see [`ENTRY_OVERHEAD_BYTES`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
-    fn evict_to_cap(&mut self) {
-        while self.slots.len() > self.max_entries {
-            let (_, &oldest) = self.lru.first_key_value().expect("lru holds every slot");
-            self.remove_slot(oldest, RemovalReason::Evicted);
+    /// Changes the store's bounds, evicting down to them.
+    pub fn set_limits(&mut self, limits: Limits, namespace_limits: Limits) {
+        self.config.limits = Limits { max_entries: limits.max_entries.max(1), ..limits };
+        self.config.namespace_limits = namespace_limits;
+        let names: Vec<Arc<str>> = self.groups.keys().cloned().collect();
+        for name in names {
+            let limits = self.limits_of(&name);
+            if let Some(group) = self.groups.get_mut(&name) {
+                group.limits = limits;
+            }
+            self.enforce(&name);
+        }
+    }
+
+    /// Bounds one namespace group (and all of its partitions), evicting down to them.
+    pub fn set_namespace_limits(&mut self, namespace: &str, limits: Limits) {
+        let name = group_of(namespace);
+        self.group_limits.insert(name.to_string(), limits);
+        if let Some(group) = self.groups.get_mut(name) {
+            group.limits = limits;
+        }
+        self.enforce(name);
+    }
+
+    fn limits_of(&self, group: &str) -> Limits {
+        self.group_limits.get(group).copied().unwrap_or(self.config.namespace_limits)
+    }
+
+    /// Evicts until the group and then the store are within their bounds.
+    fn enforce(&mut self, group: &str) {
+        while let Some(g) = self.groups.get_mut(group) {
+            if !g.limits.exceeded(g.queues.len(), g.queues.bytes()) {
+                break;
+            }
+            match g.queues.evict() {
+                Some(id) => self.remove_slot(id, RemovalReason::Evicted),
+                None => break,
+            };
+        }
+        while self.config.limits.exceeded(self.slots.len(), self.bytes) {
+            let largest = self.groups.values_mut().max_by_key(|g| g.queues.bytes());
+            match largest.and_then(|g| g.queues.evict()) {
+                Some(id) => self.remove_slot(id, RemovalReason::Evicted),
+                None => break,
+            };
         }
     }
 
@@ -171,6 +289,17 @@ impl Store {
         self.counters
     }
 
+    /// (namespace group, entries, bytes) for every group that holds any.
+    pub fn group_usage(&self) -> Vec<(String, usize, usize)> {
+        let mut usage: Vec<(String, usize, usize)> = self
+            .groups
+            .iter()
+            .map(|(name, g)| (name.to_string(), g.queues.len(), g.queues.bytes()))
+            .collect();
+        usage.sort();
+        usage
+    }
+
     /// Entries per namespace, for namespaces that hold any.
     pub fn namespace_sizes(&self) -> Vec<(String, usize)> {
         let mut sizes: Vec<(String, usize)> = self
@@ -183,7 +312,7 @@ impl Store {
     }
 
     /// Stores an entry and returns its id. An entry with the same normalized prompt in the
-    /// same namespace is replaced; past `max_entries`, the least recently used entries go.
+    /// same namespace is replaced; past a bound, the eviction policy chooses what goes.
     pub fn insert(&mut self, new: NewEntry, now_ms: u64) -> Result<EntryId, StoreError> {
         let id = self.next_id;
         let expires_ms = new.ttl_ms.map(|ttl| now_ms.saturating_add(ttl));
@@ -193,10 +322,22 @@ impl Store {
 
     /// Refuses what `insert` would refuse, without changing anything.
     pub fn check(&self, new: &NewEntry) -> Result<(), StoreError> {
-        if normalize(&new.prompt).is_empty() {
+        let key = normalize(&new.prompt);
+        if key.is_empty() {
             return Err(StoreError::EmptyPrompt);
         }
-        self.check_dimension(new)
+        self.check_dimension(new)?;
+        self.check_size(new, &key).map(|_| ())
+    }
+
+    /// The entry's accounted bytes, refused when one entry alone would break a bound.
+    fn check_size(&self, new: &NewEntry, key: &str) -> Result<usize, StoreError> {
+        let bytes = entry_bytes(new, key);
+        let limit = self.config.limits.max_bytes.min(self.limits_of(group_of(&new.namespace)).max_bytes);
+        if bytes > limit {
+            return Err(StoreError::TooLarge { bytes, limit });
+        }
+        Ok(bytes)
     }
 
     fn check_dimension(&self, new: &NewEntry) -> Result<(), StoreError> {
@@ -228,6 +369,7 @@ impl Store {
             return Err(StoreError::EmptyPrompt);
         }
         self.check_dimension(&new)?;
+        let bytes = self.check_size(&new, &key)?;
         let namespace: Arc<str> = match self.namespaces.get_key_value(new.namespace.as_str()) {
             Some((name, _)) => name.clone(),
             None => Arc::from(new.namespace.as_str()),
@@ -236,11 +378,17 @@ impl Store {
             self.remove_slot(old, RemovalReason::Replaced);
         }
         self.next_id = self.next_id.max(id + 1);
-        let tick = self.bump_tick();
         if let Some(at) = expires_ms {
             self.expiry.insert((at, id));
         }
-        self.lru.insert(tick, id);
+        let group_name = group_of(&namespace);
+        if !self.groups.contains_key(group_name) {
+            let group = Group { queues: Queues::new(self.config.policy), limits: self.limits_of(group_name) };
+            self.groups.insert(Arc::from(group_name), group);
+        }
+        let group = self.groups.get_mut(group_name).expect("made above");
+        group.queues.insert(id, bytes, ghost_key(&namespace, &key));
+        self.bytes += bytes;
         self.namespaces.entry(namespace.clone()).or_default().insert(key.clone(), id);
         if !new.vector.is_empty() {
             self.vectors
@@ -261,17 +409,18 @@ impl Store {
             expires_ms,
             hits: 0,
         };
-        self.slots.insert(id, Slot { entry, key, tick });
+        let group_name: Arc<str> = Arc::from(group_of(&entry.namespace));
+        self.slots.insert(id, Slot { entry, key, bytes });
         self.counters.inserts += 1;
-        self.evict_to_cap();
+        self.enforce(&group_name);
         Ok(())
     }
 
-    /// Every entry with its vector, least recently used first (so a replay in this order
-    /// rebuilds the same LRU order).
+    /// Every entry with its vector, group by group, next to be evicted first (so a replay
+    /// in this order starts close to the same eviction order).
     pub fn entries(&self) -> impl Iterator<Item = (&Entry, &[f32])> {
-        self.lru.values().map(|id| {
-            let entry = &self.slots[id].entry;
+        self.groups.values().flat_map(|g| g.queues.order()).map(|id| {
+            let entry = &self.slots[&id].entry;
             (entry, self.vector_of(entry).unwrap_or(&[]))
         })
     }
@@ -398,20 +547,32 @@ impl Store {
     /// Checks that every index agrees with `slots`; for tests.
     pub fn check_invariants(&self) -> Result<(), String> {
         let exact_total: usize = self.namespaces.values().map(HashMap::len).sum();
-        if exact_total != self.slots.len() || self.lru.len() != self.slots.len() {
+        let queued: usize = self.groups.values().map(|g| g.queues.len()).sum();
+        if exact_total != self.slots.len() || queued != self.slots.len() {
             return Err(format!(
-                "sizes differ: slots {}, exact {}, lru {}",
+                "sizes differ: slots {}, exact {}, queued {}",
                 self.slots.len(),
                 exact_total,
-                self.lru.len()
+                queued
             ));
         }
-        if self.slots.len() > self.max_entries {
-            return Err(format!("{} entries over the cap {}", self.slots.len(), self.max_entries));
+        let accounted: usize = self.slots.values().map(|s| s.bytes).sum();
+        let grouped: usize = self.groups.values().map(|g| g.queues.bytes()).sum();
+        if accounted != self.bytes || grouped != self.bytes {
+            return Err(format!("bytes differ: store {}, slots {accounted}, groups {grouped}", self.bytes));
+        }
+        if self.config.limits.exceeded(self.slots.len(), self.bytes) {
+            return Err(format!("{} entries, {} bytes: over the store's bounds", self.slots.len(), self.bytes));
+        }
+        for (name, g) in &self.groups {
+            if g.limits.exceeded(g.queues.len(), g.queues.bytes()) || g.queues.is_empty() {
+                return Err(format!("group {name} is empty or over its bounds"));
+            }
         }
         for (id, slot) in &self.slots {
-            if self.lru.get(&slot.tick) != Some(id) {
-                return Err(format!("entry {id} missing from the LRU order"));
+            let queued = self.groups.get(group_of(&slot.entry.namespace)).is_some_and(|g| g.queues.contains(*id));
+            if !queued {
+                return Err(format!("entry {id} missing from its eviction queues"));
             }
             let exact = self.namespaces.get(&slot.entry.namespace).and_then(|m| m.get(&slot.key));
             if exact != Some(id) {
@@ -434,11 +595,6 @@ impl Store {
         Ok(())
     }
 
-    fn bump_tick(&mut self) -> u64 {
-        self.next_tick += 1;
-        self.next_tick
-    }
-
     fn live(&mut self, id: EntryId, now_ms: u64, touch: bool) -> Option<Entry> {
         let expired = is_expired(&self.slots.get(&id)?.entry, now_ms);
         if expired {
@@ -446,12 +602,11 @@ impl Store {
             return None;
         }
         if touch {
-            let tick = self.bump_tick();
             let slot = self.slots.get_mut(&id).expect("checked above");
-            self.lru.remove(&slot.tick);
-            slot.tick = tick;
             slot.entry.hits += 1;
-            self.lru.insert(tick, id);
+            if let Some(group) = self.groups.get_mut(group_of(&slot.entry.namespace)) {
+                group.queues.hit(id);
+            }
         }
         Some(self.slots[&id].entry.clone())
     }
@@ -460,7 +615,14 @@ impl Store {
         let Some(slot) = self.slots.remove(&id) else {
             return false;
         };
-        self.lru.remove(&slot.tick);
+        self.bytes -= slot.bytes;
+        let group_name = group_of(&slot.entry.namespace);
+        if let Some(group) = self.groups.get_mut(group_name) {
+            group.queues.remove(id);
+            if group.queues.is_empty() {
+                self.groups.remove(group_name);
+            }
+        }
         if let Some(at) = slot.entry.expires_ms {
             self.expiry.remove(&(at, id));
         }
@@ -491,6 +653,18 @@ impl Store {
         self.removed.push(Removed { namespace, id, model: slot.entry.model, reason });
         true
     }
+}
+
+fn entry_bytes(new: &NewEntry, key: &str) -> usize {
+    let metadata: usize = new.metadata.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
+    new.prompt.len() + new.response.len() + key.len() + new.model.len() + metadata + new.vector.len() * 4
+        + ENTRY_OVERHEAD_BYTES
+}
+
+fn ghost_key(namespace: &str, key: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    (namespace, key).hash(&mut h);
+    h.finish()
 }
 
 fn is_expired(entry: &Entry, now_ms: u64) -> bool {
@@ -599,6 +773,29 @@ mod tests {
         assert!(s.remove_prompt("ns", "b").is_none());
         assert!(s.is_empty());
         assert_eq!(s.counters().invalidations, 2);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn bytes_are_bounded_for_the_store_and_per_namespace_group() {
+        let mut config = Config::default();
+        config.limits.max_bytes = 20 * 1024;
+        let mut s = Store::with_config(config);
+        s.set_namespace_limits("small", Limits { max_entries: 3, max_bytes: usize::MAX });
+        for i in 0..200 {
+            s.insert(new("big", &format!("q{i}"), None), 0).unwrap();
+            // Partitions of "small" share its bound of three entries.
+            s.insert(new(&format!("small#p{}", i % 4), &format!("q{i}"), None), 0).unwrap();
+            assert!(s.bytes() <= 20 * 1024);
+            s.check_invariants().unwrap();
+        }
+        let usage = s.group_usage();
+        assert_eq!(usage.iter().find(|u| u.0 == "small").map(|u| u.1), Some(3));
+        // The store's bound evicted from the largest group, not from the small one.
+        assert!(usage.iter().find(|u| u.0 == "big").unwrap().1 > 3);
+        let mut huge = new("big", "huge", None);
+        huge.response = "x".repeat(30 * 1024);
+        assert!(matches!(s.insert(huge, 0), Err(StoreError::TooLarge { .. })));
         s.check_invariants().unwrap();
     }
 

@@ -37,7 +37,10 @@ mod tests {
 
     #[test]
     fn many_threads_keep_the_store_consistent() {
-        let shared = Arc::new(SharedStore::new(Durable::in_memory(500)));
+        let mut config = crate::store::Config::default();
+        config.limits.max_entries = 500;
+        config.namespace_limits.max_bytes = 60_000;
+        let shared = Arc::new(SharedStore::new(Durable::in_memory(config)));
         let workers: Vec<_> = (0..8u64)
             .map(|t| {
                 let shared = shared.clone();

@@ -113,6 +113,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
             semantic_hits=s.semantic_hits, misses=s.misses, stores=s.stores,
             evictions=s.evictions, expirations=s.expirations, invalidations=s.invalidations,
             upstream_calls=s.upstream_calls, upstream_errors=s.upstream_errors,
-            embedding_model=s.embedding_model,
-            namespaces={k: pb.NamespaceStats(entries=v) for k, v in s.namespaces.items()},
+            embedding_model=s.embedding_model, bytes=s.bytes, max_bytes=s.max_bytes,
+            namespaces={k: pb.NamespaceStats(entries=v.entries, bytes=v.bytes)
+                        for k, v in s.namespaces.items()},
         )

@@ -167,13 +167,15 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NamespaceStats(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "bytes")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
     entries: int
-    def __init__(self, entries: _Optional[int] = ...) -> None: ...
+    bytes: int
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("entries", "max_entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "invalidations", "upstream_calls", "upstream_errors", "embedding_model", "namespaces")
+    __slots__ = ("entries", "max_entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "invalidations", "upstream_calls", "upstream_errors", "embedding_model", "namespaces", "bytes", "max_bytes")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +196,8 @@ class StatsResponse(_message.Message):
     UPSTREAM_ERRORS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     entries: int
     max_entries: int
     exact_hits: int
@@ -207,4 +211,6 @@ class StatsResponse(_message.Message):
     upstream_errors: int
     embedding_model: str
     namespaces: _containers.MessageMap[str, NamespaceStats]
-    def __init__(self, entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., invalidations: _Optional[int] = ..., upstream_calls: _Optional[int] = ..., upstream_errors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., namespaces: _Optional[_Mapping[str, NamespaceStats]] = ...) -> None: ...
+    bytes: int
+    max_bytes: int
+    def __init__(self, entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., invalidations: _Optional[int] = ..., upstream_calls: _Optional[int] = ..., upstream_errors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., namespaces: _Optional[_Mapping[str, NamespaceStats]] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
