@@ -70,6 +70,36 @@ def test_scopes_move_to_hnswlib_when_large_and_back_when_small() -> None:
     assert all(entry_id in ids[100:] for entry_id, _ in top)
 
 
+def test_saved_graphs_are_loaded_and_reconciled_after_a_restart(tmp_path: Path) -> None:
+    rows = unit_rows(200)
+    store = _core.Store(10_000, str(tmp_path / "data"))
+    indexes = Indexes(store, exact_scan_max=50, directory=tmp_path / "graphs")
+    ids = [store.insert("big", f"q{i}", "a", row.tobytes(), "m") for i, row in enumerate(rows[:150])]
+    indexes.rebuild()
+    assert indexes.save() == 1
+    # Changes after the save: the reloaded graph must catch up with them.
+    for entry_id in ids[:10]:
+        store.remove(entry_id)
+    ids += [store.insert("big", f"q{i}", "a", rows[i].tobytes(), "m") for i in range(150, 200)]
+    store.snapshot()
+    del store, indexes
+
+    store = _core.Store(10_000, str(tmp_path / "data"))
+    indexes = Indexes(store, exact_scan_max=50, directory=tmp_path / "graphs")
+    assert indexes.rebuild() == (1, 0)  # loaded, not rebuilt
+    assert indexes.sizes()["big (m)"] == "190 vectors, hnswlib (190)"
+    for i in (0, 12, 160, 199):
+        top = indexes.search("big", "m", rows[i], 1)
+        assert (top[0][0] == ids[i]) if i >= 10 else (top[0][0] != ids[i])
+
+    # A damaged graph file is rebuilt, never trusted.
+    graph_file = next(p for p in (tmp_path / "graphs").iterdir() if p.suffix == ".hnsw")
+    graph_file.write_bytes(graph_file.read_bytes()[:100])
+    fresh = Indexes(store, exact_scan_max=50, directory=tmp_path / "graphs")
+    assert fresh.rebuild() == (0, 1)
+    assert fresh.search("big", "m", rows[160], 1)[0][0] == ids[160]
+
+
 @pytest.fixture
 def engine_config(tmp_path: Path) -> configuration.Config:
     config = configuration.load(None, environ={})

@@ -56,7 +56,7 @@ class Engine:
         self.store = store
         self.embedder = embedder
         self.provider = provider
-        self.indexes = Indexes(store)
+        self.indexes = Indexes(store, directory=data_dir(config) / "graphs")
         self._counts: Counter[str] = Counter()
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         # Bumped by every invalidation of a namespace, so a fill that started before it
@@ -230,7 +230,7 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.provider.close()
         try:
-            await self.embedder.run_sync(self.store.snapshot)
+            await self.embedder.run_sync(self.snapshot)
         except OSError as e:
             log.error("could not write the shutdown snapshot (the log still holds every entry): %s", e)
         self.embedder.close()
@@ -249,8 +249,13 @@ class Engine:
         expired = self.store.expire()
         self._apply_removals()
         if self.store.log_bytes() > self.config.storage.snapshot_log_bytes:
-            self.store.snapshot()
+            self.snapshot()
         return expired
+
+    def snapshot(self) -> None:
+        """Snapshots the store, then saves the graphs so a restart need not rebuild them."""
+        self.store.snapshot()
+        self.indexes.save()
 
     # -- internals -------------------------------------------------------------------
 

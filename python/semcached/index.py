@@ -8,16 +8,28 @@ grows past ``EXACT_SCAN_MAX`` gets an hnswlib graph built from those vectors, an
 again when it shrinks below half of that (the gap keeps a scope near the line from
 rebuilding back and forth). The store stays the judge of what is live: a result is served
 only after the store confirms the entry, so a graph that lags a removal never serves it.
+
+Graphs are saved with the store's snapshots (see ``Indexes.save``), so a restart loads
+them instead of re-inserting every vector; a loaded graph is reconciled with the recovered
+store, and one that cannot be loaded is rebuilt: graphs are derived data, never the truth.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import threading
+from pathlib import Path
 
 import hnswlib
 import numpy as np
 
 from semcached import _core
+
+log = logging.getLogger("semcached.index")
+MANIFEST = "manifest.json"
 
 # Past this many vectors in a scope, hnswlib answers faster than the exact scan.
 # benchmarks/core.py, 384-d, one core: scan 0.28 ms at 5k, 0.59 ms at 10k, 1.4 ms at 20k;
@@ -79,6 +91,35 @@ class GraphIndex:
             self._index.add_items(vectors, entry_ids, num_threads=-1)
             self._live.update(entry_ids)
 
+    def save(self, path: Path) -> None:
+        """Writes the graph (``path``) and its live ids (``path`` + ".ids.npy"), durably."""
+        with self._lock:
+            self._index.save_index(str(path))
+            np.save(f"{path}.ids.npy", np.fromiter(self._live, dtype=np.uint64, count=len(self._live)))
+        for file in (path, Path(f"{path}.ids.npy")):
+            with open(file, "rb+") as f:
+                os.fsync(f.fileno())
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> GraphIndex:
+        graph = cls(dim)
+        graph._index.load_index(str(path), allow_replace_deleted=True)
+        graph._index.set_ef(EF_SEARCH)
+        graph._live = {int(i) for i in np.load(f"{path}.ids.npy")}
+        graph._deleted = graph._index.element_count - len(graph._live)
+        return graph
+
+    def reconcile(self, entry_ids: list[int], vectors: np.ndarray) -> tuple[int, int]:
+        """Makes the graph hold exactly these entries; returns (added, removed)."""
+        wanted = set(entry_ids)
+        stale = self._live - wanted
+        for entry_id in stale:
+            self.remove(entry_id)
+        missing = [i for i, entry_id in enumerate(entry_ids) if entry_id not in self._live]
+        for i in missing:
+            self.add(entry_ids[i], vectors[i])
+        return len(missing), len(stale)
+
     def remove(self, entry_id: int) -> None:
         with self._lock:
             if entry_id not in self._live:
@@ -108,9 +149,12 @@ class GraphIndex:
 class Indexes:
     """Every scope's search, over one entry store."""
 
-    def __init__(self, store: _core.Store, exact_scan_max: int = EXACT_SCAN_MAX) -> None:
+    def __init__(self, store: _core.Store, exact_scan_max: int = EXACT_SCAN_MAX,
+                 directory: Path | None = None) -> None:
         self.store = store
         self.exact_scan_max = exact_scan_max
+        self.directory = directory  # where graphs are saved; None: never saved
+        self._saves = 0
         self._graphs: dict[tuple[str, str], GraphIndex] = {}
         # Adds, removals and graph builds hold this lock, so a graph cannot be dropped
         # or replaced while a change is on its way into it; searches only look it up.
@@ -141,12 +185,78 @@ class Indexes:
             if len(graph) < self.exact_scan_max // 2:
                 del self._graphs[(scope, model)]  # small again: the exact scan serves it
 
-    def rebuild(self) -> None:
-        """Builds the graphs of every large scope (after a restart)."""
+    def rebuild(self) -> tuple[int, int]:
+        """Gives every large scope its graph after a restart: the saved one, reconciled
+        with the recovered store, or a new one. Returns (loaded, built)."""
+        saved = self._read_manifest()
+        loaded = built = 0
         with self._lock:
             for scope, model, count in self.store.vector_sets():
-                if count > self.exact_scan_max:
-                    self._build(scope, model)
+                if count <= self.exact_scan_max:
+                    continue
+                ids, raw = self.store.scope_vectors(scope, model)
+                vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
+                entry = saved.get(_file_stem(scope, model))
+                graph = self._load(entry, vectors.shape[1]) if entry else None
+                if graph is None:
+                    graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
+                    graph.add_many(ids, vectors)
+                    built += 1
+                else:
+                    loaded += 1
+                    added, removed = graph.reconcile(ids, vectors)
+                    log.info("loaded the graph of %s (%d vectors; %d added, %d removed since it was saved)",
+                             scope, len(graph), added, removed)
+                self._graphs[(scope, model)] = graph
+        return loaded, built
+
+    def save(self) -> int:
+        """Saves every graph, then a manifest naming them (the commit point), then removes
+        older files. Returns how many graphs were saved."""
+        if self.directory is None:
+            return 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._saves += 1
+        with self._lock:
+            graphs = dict(self._graphs)
+        manifest = {}
+        for (scope, model), graph in graphs.items():
+            stem = _file_stem(scope, model)
+            file = f"{stem}-{os.getpid()}-{self._saves}.hnsw"
+            graph.save(self.directory / file)
+            manifest[stem] = {"scope": scope, "model": model, "file": file,
+                              "bytes": (self.directory / file).stat().st_size}
+        tmp = self.directory / f"{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=1))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(self.directory / MANIFEST)
+        keep = {MANIFEST} | {m["file"] for m in manifest.values()} | {f"{m['file']}.ids.npy" for m in manifest.values()}
+        for path in self.directory.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+        return len(manifest)
+
+    def _read_manifest(self) -> dict[str, dict[str, object]]:
+        if self.directory is None or not (self.directory / MANIFEST).is_file():
+            return {}
+        try:
+            manifest: dict[str, dict[str, object]] = json.loads((self.directory / MANIFEST).read_text())
+            return manifest
+        except (OSError, ValueError) as e:
+            log.warning("ignoring the saved graphs (%s): they will be rebuilt", e)
+            return {}
+
+    def _load(self, entry: dict[str, object], dim: int) -> GraphIndex | None:
+        assert self.directory is not None
+        path = self.directory / str(entry["file"])
+        try:
+            if path.stat().st_size != entry["bytes"]:
+                raise ValueError(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+            return GraphIndex.load(path, dim)
+        except (OSError, ValueError, RuntimeError) as e:
+            log.warning("could not load a saved graph (%s): rebuilding it", e)
+            return None
 
     def _build(self, scope: str, model: str) -> None:
         ids, raw = self.store.scope_vectors(scope, model)
@@ -154,6 +264,10 @@ class Indexes:
         graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
         graph.add_many(ids, vectors)
         self._graphs[(scope, model)] = graph
+
+    def graph_count(self) -> int:
+        with self._lock:
+            return len(self._graphs)
 
     def sizes(self) -> dict[str, str]:
         """How each scope is searched, for stats and tests."""
@@ -164,3 +278,8 @@ class Indexes:
             kind = f"hnswlib ({graphs[(scope, model)]})" if (scope, model) in graphs else "exact"
             out[f"{scope} ({model})"] = f"{count} vectors, {kind}"
         return out
+
+
+def _file_stem(scope: str, model: str) -> str:
+    """A file name for a scope's graph: scopes may hold characters a file name cannot."""
+    return hashlib.sha256(f"{scope}\0{model}".encode()).hexdigest()[:24]
