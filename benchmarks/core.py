@@ -27,7 +27,7 @@ import hnswlib
 import numpy as np
 
 from semcached import _core
-from semcached.index import EF_CONSTRUCTION, EF_SEARCH, M
+from semcached.index import EF_CONSTRUCTION, EF_SEARCH, M, Indexes
 
 
 class PythonStore:
@@ -159,7 +159,9 @@ def memory_per_entry(n: int, dim: int, response_bytes: int) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     after = rss_bytes()
     result = {"entries": n, "dim": dim, "response_bytes": response_bytes,
-              "bytes_per_entry": round((after - before) / n), "insert_seconds": round(seconds, 1)}
+              "bytes_per_entry": round((after - before) / n),
+              "accounted_bytes_per_entry": round(store.bytes / n),
+              "insert_seconds": round(seconds, 1)}
     del store
     return result
 
@@ -187,6 +189,31 @@ def restart_time(n: int, dim: int, response_bytes: int) -> dict[str, Any]:
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
     return {"entries": n, "open_by_log_replay_s": round(replay_s, 2), "snapshot_write_s": round(snapshot_s, 2),
             "open_from_snapshot_s": round(load_s, 2), "disk_bytes": size}
+
+
+def graph_restart(n: int, dim: int) -> dict[str, Any]:
+    """Restart of one large scope: building its hnswlib graph against loading the saved one."""
+    with tempfile.TemporaryDirectory(prefix="semcached-graph-bench-") as tmp:
+        store = _core.Store(n + 1, f"{tmp}/data", "interval")
+        for i, row in enumerate(unit_rows(n, dim, 7)):
+            store.insert("ns", f"q{i}", "a", row.tobytes(), "m")
+        start = time.perf_counter()
+        indexes = Indexes(store, directory=Path(tmp) / "graphs")
+        assert indexes.rebuild() == (0, 1)
+        build_s = time.perf_counter() - start
+        start = time.perf_counter()
+        store.snapshot()
+        indexes.save()
+        save_s = time.perf_counter() - start
+        del store, indexes
+        start = time.perf_counter()
+        store = _core.Store(n + 1, f"{tmp}/data", "interval")
+        open_s = time.perf_counter() - start
+        start = time.perf_counter()
+        assert Indexes(store, directory=Path(tmp) / "graphs").rebuild() == (1, 0)
+        load_s = time.perf_counter() - start
+    return {"vectors": n, "graph_build_s": round(build_s, 1), "snapshot_and_graph_save_s": round(save_s, 1),
+            "store_open_s": round(open_s, 1), "graph_load_s": round(load_s, 1)}
 
 
 def scan_vs_hnswlib(sizes: list[int], dim: int, queries: int) -> list[dict[str, Any]]:
@@ -241,7 +268,8 @@ def main() -> int:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--response-bytes", type=int, default=500)
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: speed,memory,restart,scan")
+    p.add_argument("--graph-entries", type=int, default=100_000, help="vectors for the graph restart")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: speed,memory,restart,graph,scan")
     p.add_argument("--json", default="benchmarks/results/core.json")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -256,6 +284,9 @@ def main() -> int:
     if "restart" not in skip:
         report["restart"] = restart_time(args.memory_entries, args.dim, args.response_bytes)
         print("restart:", report["restart"], flush=True)
+    if "graph" not in skip:
+        report["graph_restart"] = graph_restart(args.graph_entries, args.dim)
+        print("graph restart:", report["graph_restart"], flush=True)
     if "scan" not in skip:
         print("exact scan vs hnswlib (M=%d, ef_construction=%d, ef=%d):" % (M, EF_CONSTRUCTION, EF_SEARCH))
         report["scan_vs_hnswlib"] = scan_vs_hnswlib([int(s) for s in args.scan_sizes.split(",")],

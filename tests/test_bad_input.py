@@ -91,6 +91,18 @@ def test_size_limits(stub: pb_grpc.SemanticCacheStub, client: Client, name: str,
         client._call(_method(stub, request_), request_)
 
 
+def test_undecodable_request_bytes_are_invalid_argument(server: ServerProcess) -> None:
+    # Field 2 (prompt) declared as a 2-byte string holding invalid UTF-8.
+    raw = b"\x12\x02\xff\xfe"
+    with grpc.insecure_channel(server.target) as channel:
+        lookup = channel.unary_unary("/semcached.v1.SemanticCache/Lookup",
+                                     request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as e:
+            lookup(raw, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid LookupRequest" in e.value.details()
+
+
 def test_rejected_requests_leave_stored_entries_untouched(client: Client, namespace: str) -> None:
     stored = client.store("How do I export my data?", "Settings → Privacy → Export.")
     before = client.stats().namespaces[namespace]

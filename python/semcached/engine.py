@@ -248,9 +248,18 @@ class Engine:
         snapshots when the log has grown past its bound."""
         expired = self.store.expire()
         self._apply_removals()
-        if self.store.log_bytes() > self.config.storage.snapshot_log_bytes:
+        if self.store.log_bytes() > self._snapshot_threshold():
             self.snapshot()
         return expired
+
+    def _snapshot_threshold(self) -> int:
+        """The configured log size, or half the last snapshot if larger: a snapshot
+        rewrites the whole store, so a big store snapshots after proportionally more log."""
+        try:
+            last = (data_dir(self.config) / "snapshot.bin").stat().st_size
+        except OSError:
+            last = 0
+        return max(self.config.storage.snapshot_log_bytes, last // 2)
 
     def snapshot(self) -> None:
         """Snapshots the store, then saves the graphs so a restart need not rebuild them."""

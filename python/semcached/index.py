@@ -46,18 +46,26 @@ EF_SEARCH = 64
 class GraphIndex:
     """An hnswlib index that grows as it fills and reuses the slots of removed entries."""
 
-    def __init__(self, dim: int, capacity: int = INITIAL_CAPACITY) -> None:
+    def __init__(self, dim: int, capacity: int = INITIAL_CAPACITY,
+                 saved: Path | None = None) -> None:
+        """A new graph, or the one saved at ``saved`` (see ``save``)."""
         self._index = hnswlib.Index(space="ip", dim=dim)
-        self._index.init_index(
-            max_elements=max(capacity, INITIAL_CAPACITY), ef_construction=EF_CONSTRUCTION,
-            M=M, allow_replace_deleted=True,
-        )
+        if saved is None:
+            self._index.init_index(
+                max_elements=max(capacity, INITIAL_CAPACITY), ef_construction=EF_CONSTRUCTION,
+                M=M, allow_replace_deleted=True,
+            )
+        else:
+            self._index.load_index(str(saved), allow_replace_deleted=True)
         self._index.set_ef(EF_SEARCH)
         self._lock = threading.Lock()
         self._live: set[int] = set()
         self._deleted = 0
         # Removals that arrived before their add (a race between two store calls).
         self._removed_early: set[int] = set()
+        if saved is not None:
+            self._live = {int(i) for i in np.load(f"{saved}.ids.npy")}
+            self._deleted = self._index.element_count - len(self._live)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -99,15 +107,6 @@ class GraphIndex:
         for file in (path, Path(f"{path}.ids.npy")):
             with open(file, "rb+") as f:
                 os.fsync(f.fileno())
-
-    @classmethod
-    def load(cls, path: Path, dim: int) -> GraphIndex:
-        graph = cls(dim)
-        graph._index.load_index(str(path), allow_replace_deleted=True)
-        graph._index.set_ef(EF_SEARCH)
-        graph._live = {int(i) for i in np.load(f"{path}.ids.npy")}
-        graph._deleted = graph._index.element_count - len(graph._live)
-        return graph
 
     def reconcile(self, entry_ids: list[int], vectors: np.ndarray) -> tuple[int, int]:
         """Makes the graph hold exactly these entries; returns (added, removed)."""
@@ -253,7 +252,7 @@ class Indexes:
         try:
             if path.stat().st_size != entry["bytes"]:
                 raise ValueError(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-            return GraphIndex.load(path, dim)
+            return GraphIndex(dim, saved=path)
         except (OSError, ValueError, RuntimeError) as e:
             log.warning("could not load a saved graph (%s): rebuilding it", e)
             return None

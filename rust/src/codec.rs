@@ -13,10 +13,14 @@ use crate::store::{EntryId, NewEntry};
 pub enum Record {
     Insert { id: EntryId, created_ms: u64, expires_ms: Option<u64>, entry: NewEntry },
     Remove { id: EntryId },
+    /// Ids below this are taken: written at each open under the interval policy, so ids
+    /// handed out in an interval a crash then lost are never handed out again.
+    IdFloor { id: EntryId },
 }
 
 const INSERT: u8 = 1;
 const REMOVE: u8 = 2;
+const ID_FLOOR: u8 = 3;
 /// Largest payload a reader accepts: a length past this is corruption, not a record.
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
 
@@ -77,6 +81,10 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             out.push(REMOVE);
             put_u64(out, *id);
         }
+        Record::IdFloor { id } => {
+            out.push(ID_FLOOR);
+            put_u64(out, *id);
+        }
     }
 }
 
@@ -105,6 +113,7 @@ pub fn decode(payload: &[u8]) -> Result<Record, &'static str> {
             Record::Insert { id, created_ms, expires_ms, entry }
         }
         REMOVE => Record::Remove { id: r.u64()? },
+        ID_FLOOR => Record::IdFloor { id: r.u64()? },
         _ => return Err("unknown record type"),
     };
     if r.pos != payload.len() {

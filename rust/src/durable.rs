@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, Record};
@@ -22,6 +22,8 @@ const SNAPSHOT: &str = "snapshot.bin";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SEMCSNP1";
 const SNAPSHOT_HEADER: usize = 8 + 8 + 8 + 8 + 4;
+/// Ids skipped at each open under `Fsync::Interval`: far more than one interval can use.
+const ID_BLOCK: u64 = 1 << 32;
 
 /// When a logged change reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +129,16 @@ impl Durable {
         store.set_limits(config.limits, config.namespace_limits);
         store.reset_history();
         let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
-        Ok((Durable { store, log: Some(log), frame: Vec::new() }, recovery))
+        let mut durable = Durable { store, log: Some(log), frame: Vec::new() };
+        if fsync == Fsync::Interval {
+            // Ids handed out in the last interval before a crash were lost with their
+            // entries, but clients may still hold them: skip past them for good.
+            let floor = durable.store.next_id().saturating_add(ID_BLOCK);
+            durable.append(&[Record::IdFloor { id: floor }])?;
+            durable.sync()?;
+            durable.store.bump_next_id(floor);
+        }
+        Ok((durable, recovery))
     }
 
     pub fn store(&self) -> &Store {
@@ -199,23 +210,54 @@ impl Durable {
         self.log.as_ref().map_or(0, |log| log.len)
     }
 
-    /// Writes every live entry to a new snapshot and deletes the log it makes redundant.
+    /// Writes every live entry to a new snapshot and deletes the log it makes redundant
+    /// (in one go; [`crate::sync::SharedStore::snapshot`] does it in chunks).
     pub fn snapshot(&mut self, now_ms: u64) -> Result<usize, Error> {
-        let Some(log) = &mut self.log else { return Ok(0) };
+        let Some(mut writer) = self.begin_snapshot()? else { return Ok(0) };
+        let ids = std::mem::take(&mut writer.ids);
+        let mut records = Vec::new();
+        let count = self.encode_entries(&ids, now_ms, &mut records);
+        writer.write(&records, count)?;
+        writer.finish()
+    }
+
+    /// Starts a snapshot: flushes the log and moves on to a new segment, so the snapshot
+    /// covers every earlier one. None without a data directory.
+    pub fn begin_snapshot(&mut self) -> Result<Option<SnapshotWriter>, Error> {
+        let Some(log) = &mut self.log else { return Ok(None) };
         log.file.sync_data().map_err(|e| io_error("flush", &log.path(), e))?;
         let covered = log.seq;
         let dir = log.dir.clone();
         *log = Log::open(&dir, covered + 1, log.fsync)?;
-        let tmp = dir.join(SNAPSHOT_TMP);
-        let count = write_snapshot(&tmp, &self.store, covered, now_ms).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })?;
-        fs::rename(&tmp, dir.join(SNAPSHOT)).map_err(|e| io_error("rename", &tmp, e))?;
-        sync_dir(&dir)?;
-        for seq in list_segments(&dir)?.into_iter().filter(|&s| s <= covered) {
-            let _ = fs::remove_file(segment_path(&dir, seq));
+        let ids = self.store.entries().map(|(e, _)| e.id).collect();
+        SnapshotWriter::create(&dir, covered, self.store.next_id(), ids).map(Some)
+    }
+
+    /// Appends the snapshot records of those of `ids` still live at `now_ms`; returns how many.
+    pub fn encode_entries(&self, ids: &[EntryId], now_ms: u64, out: &mut Vec<u8>) -> usize {
+        let mut payload = Vec::new();
+        let mut count = 0;
+        for &id in ids {
+            let Some((entry, vector)) = self.store.entry_with_vector(id) else { continue };
+            if entry.expires_ms.is_some_and(|at| at <= now_ms) {
+                continue;
+            }
+            let new = NewEntry {
+                namespace: entry.namespace.to_string(),
+                prompt: entry.prompt.clone(),
+                response: entry.response.clone(),
+                vector: vector.to_vec(),
+                model: entry.model.clone(),
+                metadata: entry.metadata.clone(),
+                ttl_ms: None,
+            };
+            let record = Record::Insert { id, created_ms: entry.created_ms, expires_ms: entry.expires_ms, entry: new };
+            payload.clear();
+            codec::encode(&record, &mut payload);
+            codec::frame(&payload, out);
+            count += 1;
         }
-        Ok(count)
+        count
     }
 
     /// Logs records with one write (and, under `Fsync::Always`, one flush).
@@ -307,6 +349,7 @@ fn apply(store: &mut Store, record: Record) {
         Record::Remove { id } => {
             store.remove(id);
         }
+        Record::IdFloor { id } => store.bump_next_id(id),
     }
 }
 
@@ -352,40 +395,81 @@ fn replay_segment(path: &Path, is_last: bool, store: &mut Store, warnings: &mut 
     }
 }
 
-fn write_snapshot(path: &Path, store: &Store, covered: u64, now_ms: u64) -> Result<usize, Error> {
-    let file = File::create(path).map_err(|e| io_error("create", path, e))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let live: Vec<_> = store.entries().filter(|(e, _)| e.expires_ms.is_none_or(|at| at > now_ms)).collect();
-    let mut header = Vec::with_capacity(SNAPSHOT_HEADER);
-    header.extend_from_slice(SNAPSHOT_MAGIC);
-    header.extend_from_slice(&covered.to_le_bytes());
-    header.extend_from_slice(&store.next_id().to_le_bytes());
-    header.extend_from_slice(&(live.len() as u64).to_le_bytes());
-    let crc = crc32fast::hash(&header);
-    header.extend_from_slice(&crc.to_le_bytes());
-    let (mut payload, mut framed) = (Vec::new(), Vec::new());
-    let mut write = |bytes: &[u8]| out.write_all(bytes).map_err(|e| io_error("write", path, e));
-    write(&header)?;
-    for (entry, vector) in &live {
-        payload.clear();
-        framed.clear();
-        let new = NewEntry {
-            namespace: entry.namespace.to_string(),
-            prompt: entry.prompt.clone(),
-            response: entry.response.clone(),
-            vector: vector.to_vec(),
-            model: entry.model.clone(),
-            metadata: entry.metadata.clone(),
-            ttl_ms: None,
+/// A snapshot being written. It starts under the store's lock (the log is rotated there,
+/// so the snapshot covers everything before the new segment), is filled chunk by chunk
+/// (entries encoded under the lock, written outside it), and finishes without the lock.
+///
+/// Entries change between chunks, so the file is fuzzy: an entry may be in it and also be
+/// inserted or removed again by the new segment. Replay makes that right: an insert with an
+/// id already present replaces it with the same content, and a removal of an absent id does
+/// nothing.
+pub struct SnapshotWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    covered: u64,
+    next_id: u64,
+    count: u64,
+    /// The entries to write, next to be evicted first.
+    pub ids: Vec<EntryId>,
+}
+
+impl SnapshotWriter {
+    fn create(dir: &Path, covered: u64, next_id: u64, ids: Vec<EntryId>) -> Result<Self, Error> {
+        let tmp = dir.join(SNAPSHOT_TMP);
+        let file = File::create(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+        let mut writer = SnapshotWriter {
+            dir: dir.to_path_buf(),
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, file),
+            covered,
+            next_id,
+            count: 0,
+            ids,
         };
-        let record = Record::Insert { id: entry.id, created_ms: entry.created_ms, expires_ms: entry.expires_ms, entry: new };
-        codec::encode(&record, &mut payload);
-        codec::frame(&payload, &mut framed);
-        write(&framed)?;
+        let header = writer.header(); // rewritten with the final count by `finish`
+        writer.write(&header, 0)?;
+        Ok(writer)
     }
-    let file = out.into_inner().map_err(|e| io_error("write", path, e.into_error()))?;
-    file.sync_all().map_err(|e| io_error("flush", path, e))?;
-    Ok(live.len())
+
+    fn header(&self) -> Vec<u8> {
+        let mut header = Vec::with_capacity(SNAPSHOT_HEADER);
+        header.extend_from_slice(SNAPSHOT_MAGIC);
+        header.extend_from_slice(&self.covered.to_le_bytes());
+        header.extend_from_slice(&self.next_id.to_le_bytes());
+        header.extend_from_slice(&self.count.to_le_bytes());
+        let crc = crc32fast::hash(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        header
+    }
+
+    /// Appends `count` framed records.
+    pub fn write(&mut self, records: &[u8], count: usize) -> Result<(), Error> {
+        self.count += count as u64;
+        self.out.write_all(records).map_err(|e| io_error("write", &self.tmp, e))
+    }
+
+    /// Makes the snapshot durable and current, and deletes the log it covers.
+    pub fn finish(self) -> Result<usize, Error> {
+        let header = self.header();
+        let result = (|| {
+            let mut file = self.out.into_inner().map_err(|e| io_error("write", &self.tmp, e.into_error()))?;
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| file.write_all(&header))
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io_error("write", &self.tmp, e))?;
+            fs::rename(&self.tmp, self.dir.join(SNAPSHOT)).map_err(|e| io_error("rename", &self.tmp, e))?;
+            sync_dir(&self.dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        result?;
+        for seq in list_segments(&self.dir)?.into_iter().filter(|&s| s <= self.covered) {
+            let _ = fs::remove_file(segment_path(&self.dir, seq));
+        }
+        Ok(self.count as usize)
+    }
 }
 
 /// Loads a snapshot into `store`: Some((covered segment, entries)), None when there is none.
@@ -424,7 +508,7 @@ fn load_snapshot(path: &Path, store: &mut Store, now_ms: u64) -> Result<Option<(
                     let _ = store.insert_at(id, entry, created_ms, expires_ms);
                 }
             }
-            Ok(Record::Remove { .. }) => return Err(corrupt(format!("entry {i} is not an entry"))),
+            Ok(_) => return Err(corrupt(format!("entry {i} is not an entry"))),
             Err(reason) => return Err(corrupt(format!("entry {i}: {reason}"))),
         }
     }
@@ -515,6 +599,20 @@ mod tests {
         let (d, _) = open(&dir, 2, 5);
         assert_eq!(prompts(&d), live);
         assert_eq!(live, ["c", "e"]);
+    }
+
+    #[test]
+    fn ids_from_a_lost_interval_are_never_reused() {
+        let dir = temp_dir();
+        let (mut d, _) = Durable::open(&dir, config(10), Fsync::Interval, 0).unwrap();
+        let lost = d.insert(new("not flushed", None), 0).unwrap();
+        drop(d); // as if the process died before the interval's flush
+        let (mut d, _) = Durable::open(&dir, config(10), Fsync::Interval, 0).unwrap();
+        let fresh = d.insert(new("after restart", None), 0).unwrap();
+        assert!(fresh > lost);
+        drop(d);
+        let (mut d, _) = Durable::open(&dir, config(10), Fsync::Interval, 0).unwrap();
+        assert!(d.insert(new("again", None), 0).unwrap() > fresh + ID_BLOCK - 10);
     }
 
     #[test]

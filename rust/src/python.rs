@@ -227,7 +227,7 @@ impl PyStore {
 
     /// Writes a snapshot and drops the log it covers; returns the entries written.
     fn snapshot(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| self.inner.with(|d| d.snapshot(now_ms()))).map_err(to_py)
+        py.detach(|| self.inner.snapshot(now_ms())).map_err(to_py)
     }
 
     /// Bytes in the current log segment.

@@ -35,7 +35,7 @@ pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 /// What an entry costs beyond its strings and its vector: its record, its places in the
 /// maps and queues, and allocator rounding. `benchmarks/core.py` compares the accounted
 /// bytes with the process's resident memory.
-pub const ENTRY_OVERHEAD_BYTES: usize = 640;
+pub const ENTRY_OVERHEAD_BYTES: usize = 800;
 
 /// Bounds on entries and bytes; `usize::MAX` means none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -444,6 +444,12 @@ impl Store {
 
     fn vector_of(&self, entry: &Entry) -> Option<&[f32]> {
         self.vectors.get(&entry.namespace)?.get(&entry.model)?.get(entry.id)
+    }
+
+    /// An entry and its vector (empty when it has none), live or not.
+    pub fn entry_with_vector(&self, id: EntryId) -> Option<(&Entry, &[f32])> {
+        let entry = &self.slots.get(&id)?.entry;
+        Some((entry, self.vector_of(entry).unwrap_or(&[])))
     }
 
     pub fn contains(&self, id: EntryId) -> bool {

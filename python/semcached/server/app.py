@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha import reflection
 
 from semcached.config import Config, ConfigError, data_dir
 from semcached.engine import Engine
-from semcached.server.servicer import SemanticCacheServicer
-from semcached.v1 import semcached_pb2, semcached_pb2_grpc
+from semcached.server.servicer import SemanticCacheServicer, register
+from semcached.v1 import semcached_pb2
 
 log = logging.getLogger("semcached.server")
 
@@ -52,7 +52,7 @@ async def serve(config: Config) -> None:
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", config.cache.max_response_bytes + (1 << 20)),
     ])
-    semcached_pb2_grpc.add_SemanticCacheServicer_to_server(SemanticCacheServicer(engine), server)
+    register(SemanticCacheServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from semcached.engine import Engine
 from semcached.errors import InvalidArgument, SemcachedError
@@ -24,11 +25,47 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse (invalid UTF-8 in a string field,
+    a truncated message), so the handler can answer INVALID_ARGUMENT instead of gRPC's
+    opaque UNKNOWN."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as e:
+            return _Undecodable(e)
+
+    return deserialize
+
+
+def register(servicer: SemanticCacheServicer, server: grpc.aio.Server) -> None:
+    """Adds the service to a server, with every method's request parsed leniently."""
+    service = pb.DESCRIPTOR.services_by_name["SemanticCache"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name).FromString),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
 def _statuses(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     """Engine errors become their gRPC status; anything else is INTERNAL, logged once."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid {handler.__name__}Request: {request.error}")
         try:
             return await handler(self, request, context)
         except SemcachedError as e:
