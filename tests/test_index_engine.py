@@ -54,6 +54,8 @@ def test_scopes_move_to_hnswlib_when_large_and_back_when_small() -> None:
         entry_id = store.insert("big", f"q{i}", "a", row.tobytes(), "m")
         indexes.added("big", "m", entry_id, row)
         ids.append(entry_id)
+        if i == 60:
+            assert indexes.build_pending() == 1  # off the request path, as the sweep does
     store.insert("small", "q", "a", rows[0].tobytes(), "m")
     sizes = indexes.sizes()
     assert "hnswlib (120)" in sizes["big (m)"] and sizes["small (m)"] == "1 vectors, exact"

@@ -248,6 +248,7 @@ class Engine:
         snapshots when the log has grown past its bound."""
         expired = self.store.expire()
         self._apply_removals()
+        self.indexes.build_pending()
         if self.store.log_bytes() > self._snapshot_threshold():
             self.snapshot()
         return expired

@@ -155,6 +155,8 @@ class Indexes:
         self.directory = directory  # where graphs are saved; None: never saved
         self._saves = 0
         self._graphs: dict[tuple[str, str], GraphIndex] = {}
+        # Scopes grown past the threshold whose graph the background work will build.
+        self._to_build: set[tuple[str, str]] = set()
         # Adds, removals and graph builds hold this lock, so a graph cannot be dropped
         # or replaced while a change is on its way into it; searches only look it up.
         self._lock = threading.Lock()
@@ -172,7 +174,8 @@ class Indexes:
             if graph is not None:
                 graph.add(entry_id, vector)
             elif self.store.vector_count(scope, model) > self.exact_scan_max:
-                self._build(scope, model)
+                # Built off the request path (build_pending); the exact scan serves meanwhile.
+                self._to_build.add((scope, model))
 
     def removed(self, scope: str, model: str, entry_id: int) -> None:
         """Called after the store dropped an entry."""
@@ -257,12 +260,24 @@ class Indexes:
             log.warning("could not load a saved graph (%s): rebuilding it", e)
             return None
 
-    def _build(self, scope: str, model: str) -> None:
-        ids, raw = self.store.scope_vectors(scope, model)
-        vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
-        graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
-        graph.add_many(ids, vectors)
-        self._graphs[(scope, model)] = graph
+    def build_pending(self) -> int:
+        """Builds the graphs of scopes that grew past the threshold, without holding the
+        lock while building: adds and removals go on meanwhile, and the new graph catches
+        up with the store before it takes over. Returns how many were built."""
+        with self._lock:
+            pending, self._to_build = self._to_build, set()
+        for scope, model in pending:
+            ids, raw = self.store.scope_vectors(scope, model)
+            if len(ids) <= self.exact_scan_max:
+                continue
+            vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
+            graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
+            graph.add_many(ids, vectors)
+            with self._lock:
+                ids, raw = self.store.scope_vectors(scope, model)
+                graph.reconcile(ids, np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1))
+                self._graphs[(scope, model)] = graph
+        return len(pending)
 
     def graph_count(self) -> int:
         with self._lock:
