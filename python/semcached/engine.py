@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,8 @@ log = logging.getLogger("semcached.engine")
 # Candidates read from the index per lookup: more than one, so entries removed from the
 # store but not yet from the index never hide a live neighbour.
 CANDIDATES = 4
-# A scope for Complete is "<namespace>#<partition>"; '#' cannot occur in a namespace.
+# A scope for Complete is "<namespace>#<partition>"; '#' cannot occur in a namespace. The
+# core counts a scope toward the bounds of the namespace before the '#' (store.rs group_of).
 PARTITION_SEPARATOR = "#"
 
 
@@ -60,8 +62,10 @@ class Engine:
         self._counts: Counter[str] = Counter()
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         # Bumped by every invalidation of a namespace, so a fill that started before it
-        # (a provider call in flight) does not put back what was just removed.
+        # (a provider call in flight) does not put back what was just removed. The lock
+        # makes "check the generation, insert" and "bump, remove" atomic to each other.
         self._generation: Counter[str] = Counter()
+        self._generation_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -129,7 +133,9 @@ class Engine:
         ttl = validation.ttl_seconds(ttl_seconds)
         meta = validation.metadata(metadata or {}, cache.max_metadata_bytes)
         embedding = await self.embedder.embed(prompt)
-        return await self._insert(scope, prompt, response, embedding, ttl, meta)
+        stored = await self._insert(scope, prompt, response, embedding, ttl, meta)
+        assert stored is not None  # no generation given: always stored
+        return stored
 
     async def complete(self, namespace: str, messages: Sequence[tuple[str, str]],
                        model: str = "", min_similarity: float | None = None,
@@ -176,6 +182,11 @@ class Engine:
             raise InvalidArgument(f"entry_id must be positive, got {entry_id}")
 
         def remove() -> int:
+            with self._generation_lock:
+                self._generation[name] += 1
+                return removals()
+
+        def removals() -> int:
             scopes = [s for s in self.store.namespace_sizes() if _namespace_of(s) == name]
             removed = 0
             if entry_id is not None:
@@ -190,7 +201,6 @@ class Engine:
                     removed += self.store.remove_prompt(scope, prompt) is not None
             return removed
 
-        self._generation[name] += 1
         try:
             # Off the event loop: each removal is logged (and flushed) before it is applied.
             return await self.embedder.run_sync(remove)
@@ -298,13 +308,22 @@ class Engine:
         return LookupResult(kind="miss")
 
     async def _insert(self, scope: str, prompt: str, response: str, embedding: Embedding,
-                      ttl_seconds: int | None, metadata: dict[str, str]) -> StoreResult:
+                      ttl_seconds: int | None, metadata: dict[str, str],
+                      generation: tuple[str, int] | None = None) -> StoreResult | None:
+        """Stores an entry; with ``generation`` (namespace, value), only if no invalidation
+        of that namespace happened since the value was read (then None)."""
         ttl = ttl_seconds or self.config.cache.default_ttl_seconds
         ttl_ms = ttl * 1000 if ttl else None
         # A prompt cut at max_tokens is kept for the exact tier only (no vector).
         vector = embedding.vector.astype("<f4").tobytes() if embedding.whole else b""
 
-        def insert() -> int:
+        def insert() -> int | None:
+            if generation is None:
+                return store()
+            with self._generation_lock:
+                return store() if self._generation[generation[0]] == generation[1] else None
+
+        def store() -> int:
             try:
                 entry_id = self.store.insert(scope, prompt, response, vector,
                                              self.model_id, metadata, ttl_ms)
@@ -316,6 +335,8 @@ class Engine:
             return entry_id
 
         entry_id = await self.embedder.run_sync(insert)
+        if entry_id is None:
+            return None
         expires = int(time.time() * 1000) + ttl_ms if ttl_ms else 0
         return StoreResult(entry_id=entry_id, expires_unix_ms=expires,
                            embedding_model=self.model_id)
@@ -348,12 +369,12 @@ class Engine:
             raise  # errors are never cached
         if answer.finish_reason == "length":
             return answer  # a truncated answer is not worth serving again
-        if self._generation[fill.namespace] != generation:
-            return answer  # the namespace was invalidated meanwhile: do not put it back
         meta = {"model": answer.model, "prompt_tokens": str(answer.usage.prompt_tokens),
                 "completion_tokens": str(answer.usage.completion_tokens)}
         try:
-            await self._insert(fill.scope, fill.question, answer.text, fill.embedding, fill.ttl, meta)
+            # Not stored if the namespace was invalidated meanwhile: do not put it back.
+            await self._insert(fill.scope, fill.question, answer.text, fill.embedding, fill.ttl,
+                               meta, generation=(fill.namespace, generation))
         except SemcachedError as e:
             # The answer was paid for: return it even when caching it failed.
             log.error("could not cache an answer in %s: %s", fill.namespace, e)

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from pathlib import Path
 
 import hnswlib
@@ -153,10 +154,12 @@ class Indexes:
         self.store = store
         self.exact_scan_max = exact_scan_max
         self.directory = directory  # where graphs are saved; None: never saved
-        self._saves = 0
+        self._saving = threading.Lock()
         self._graphs: dict[tuple[str, str], GraphIndex] = {}
-        # Scopes grown past the threshold whose graph the background work will build.
+        # Scopes grown past the threshold whose graph the background work will build, and
+        # those being built now (not queued again meanwhile).
         self._to_build: set[tuple[str, str]] = set()
+        self._building: set[tuple[str, str]] = set()
         # Adds, removals and graph builds hold this lock, so a graph cannot be dropped
         # or replaced while a change is on its way into it; searches only look it up.
         self._lock = threading.Lock()
@@ -173,7 +176,8 @@ class Indexes:
             graph = self._graphs.get((scope, model))
             if graph is not None:
                 graph.add(entry_id, vector)
-            elif self.store.vector_count(scope, model) > self.exact_scan_max:
+            elif ((scope, model) not in self._building
+                  and self.store.vector_count(scope, model) > self.exact_scan_max):
                 # Built off the request path (build_pending); the exact scan serves meanwhile.
                 self._to_build.add((scope, model))
 
@@ -199,16 +203,13 @@ class Indexes:
                 ids, raw = self.store.scope_vectors(scope, model)
                 vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
                 entry = saved.get(_file_stem(scope, model))
-                graph = self._load(entry, vectors.shape[1]) if entry else None
+                graph = self._load(entry, ids, vectors) if entry else None
                 if graph is None:
                     graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
                     graph.add_many(ids, vectors)
                     built += 1
                 else:
                     loaded += 1
-                    added, removed = graph.reconcile(ids, vectors)
-                    log.info("loaded the graph of %s (%d vectors; %d added, %d removed since it was saved)",
-                             scope, len(graph), added, removed)
                 self._graphs[(scope, model)] = graph
         return loaded, built
 
@@ -217,24 +218,27 @@ class Indexes:
         older files. Returns how many graphs were saved."""
         if self.directory is None:
             return 0
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._saves += 1
+        with self._saving:  # a sweep's save and the shutdown's must not interleave
+            return self._save(self.directory)
+
+    def _save(self, directory: Path) -> int:
+        directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             graphs = dict(self._graphs)
         manifest = {}
         for (scope, model), graph in graphs.items():
             stem = _file_stem(scope, model)
-            file = f"{stem}-{os.getpid()}-{self._saves}.hnsw"
-            graph.save(self.directory / file)
+            file = f"{stem}-{uuid.uuid4().hex[:12]}.hnsw"  # never the name of a committed file
+            graph.save(directory / file)
             manifest[stem] = {"scope": scope, "model": model, "file": file,
-                              "bytes": (self.directory / file).stat().st_size}
-        tmp = self.directory / f"{MANIFEST}.tmp"
+                              "bytes": (directory / file).stat().st_size}
+        tmp = directory / f"{MANIFEST}.tmp"
         tmp.write_text(json.dumps(manifest, indent=1))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        tmp.replace(self.directory / MANIFEST)
+        tmp.replace(directory / MANIFEST)
         keep = {MANIFEST} | {m["file"] for m in manifest.values()} | {f"{m['file']}.ids.npy" for m in manifest.values()}
-        for path in self.directory.iterdir():
+        for path in directory.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
         return len(manifest)
@@ -249,39 +253,46 @@ class Indexes:
             log.warning("ignoring the saved graphs (%s): they will be rebuilt", e)
             return {}
 
-    def _load(self, entry: dict[str, object], dim: int) -> GraphIndex | None:
+    def _load(self, entry: dict[str, object], ids: list[int], vectors: np.ndarray) -> GraphIndex | None:
+        """The saved graph, caught up with the store; None (rebuild it) on any doubt."""
         assert self.directory is not None
         path = self.directory / str(entry["file"])
         try:
             if path.stat().st_size != entry["bytes"]:
                 raise ValueError(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-            return GraphIndex(dim, saved=path)
+            graph = GraphIndex(vectors.shape[1], saved=path)
+            added, removed = graph.reconcile(ids, vectors)
         except (OSError, ValueError, RuntimeError) as e:
             log.warning("could not load a saved graph (%s): rebuilding it", e)
             return None
+        log.info("loaded the graph of %s (%d vectors; %d added, %d removed since it was saved)",
+                 entry["scope"], len(graph), added, removed)
+        return graph
 
     def build_pending(self) -> int:
         """Builds the graphs of scopes that grew past the threshold, without holding the
         lock while building: adds and removals go on meanwhile, and the new graph catches
         up with the store before it takes over. Returns how many were built."""
         with self._lock:
-            pending, self._to_build = self._to_build, set()
-        for scope, model in pending:
-            ids, raw = self.store.scope_vectors(scope, model)
-            if len(ids) <= self.exact_scan_max:
-                continue
-            vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
-            graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
-            graph.add_many(ids, vectors)
-            with self._lock:
+            pending = self._to_build - self._graphs.keys()
+            self._to_build = set()
+            self._building = pending
+        try:
+            for scope, model in pending:
                 ids, raw = self.store.scope_vectors(scope, model)
-                graph.reconcile(ids, np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1))
-                self._graphs[(scope, model)] = graph
+                if len(ids) <= self.exact_scan_max:
+                    continue
+                vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
+                graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
+                graph.add_many(ids, vectors)
+                with self._lock:
+                    ids, raw = self.store.scope_vectors(scope, model)
+                    graph.reconcile(ids, np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1))
+                    self._graphs[(scope, model)] = graph
+        finally:
+            with self._lock:
+                self._building = set()
         return len(pending)
-
-    def graph_count(self) -> int:
-        with self._lock:
-            return len(self._graphs)
 
     def sizes(self) -> dict[str, str]:
         """How each scope is searched, for stats and tests."""

@@ -126,18 +126,17 @@ impl Durable {
             let _ = fs::remove_file(segment_path(dir, seq)); // covered by the snapshot
         }
         store.expire(now_ms);
-        store.set_limits(config.limits, config.namespace_limits);
         store.reset_history();
         let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
         let mut durable = Durable { store, log: Some(log), frame: Vec::new() };
-        if fsync == Fsync::Interval {
-            // Ids handed out in the last interval before a crash were lost with their
-            // entries, but clients may still hold them: skip past them for good.
-            let floor = durable.store.next_id().saturating_add(ID_BLOCK);
-            durable.append(&[Record::IdFloor { id: floor }])?;
-            durable.sync()?;
-            durable.store.bump_next_id(floor);
-        }
+        // Ids handed out just before a crash under the interval policy were lost with their
+        // entries, but clients may still hold them: skip past them for good (on every open,
+        // as the policy may have changed since).
+        let floor = durable.store.next_id().saturating_add(ID_BLOCK);
+        durable.append(&[Record::IdFloor { id: floor }])?;
+        durable.sync()?;
+        durable.store.bump_next_id(floor);
+        durable.logged(|s| s.set_limits(config.limits, config.namespace_limits))?;
         Ok((durable, recovery))
     }
 
@@ -157,19 +156,39 @@ impl Durable {
         let record = [Record::Insert { id, created_ms: now_ms, expires_ms, entry: new }];
         self.append(&record)?;
         let [Record::Insert { entry, .. }] = record else { unreachable!() };
+        let evictions = self.logged(|s| s.insert_at(id, entry, now_ms, expires_ms));
+        match evictions {
+            // The insert is durable and applied: it is done even when its evictions could
+            // not be logged. The log then refuses further writes until a restart, so that
+            // no later change (an invalidation) can depend on Remove records that are
+            // missing; a restart brings the evicted entries back, to be evicted again.
+            Ok(result) => result.map(|()| id).map_err(Error::from),
+            Err(_) => Ok(id),
+        }
+    }
+
+    /// Bounds one namespace, logging what that evicts.
+    pub fn set_namespace_limits(&mut self, namespace: &str, limits: Limits) -> Result<(), Error> {
+        self.logged(|s| s.set_namespace_limits(namespace, limits))
+    }
+
+    /// Runs `change` on the store and logs the evictions it caused, so a restart does not
+    /// bring evicted entries back. When that log write fails, the log is closed to writes.
+    fn logged<R>(&mut self, change: impl FnOnce(&mut Store) -> R) -> Result<R, Error> {
         let before = self.store.pending_removals().len();
-        self.store.insert_at(id, entry, now_ms, expires_ms)?;
-        // Log evictions, so a restart does not bring evicted entries back.
+        let result = change(&mut self.store);
         let evicted: Vec<Record> = self.store.pending_removals()[before..]
             .iter()
             .filter(|r| r.reason == RemovalReason::Evicted)
             .map(|r| Record::Remove { id: r.id })
             .collect();
-        // The insert is durable and applied: report it as done even if logging the
-        // evictions fails. Unlogged, they come back after a restart, to be evicted again
-        // once the cap applies: nothing wrong is served.
-        let _ = self.append(&evicted);
-        Ok(id)
+        if let Err(e) = self.append(&evicted) {
+            if let Some(log) = &mut self.log {
+                log.broken = true;
+            }
+            return Err(e);
+        }
+        Ok(result)
     }
 
     pub fn remove(&mut self, id: EntryId) -> Result<bool, Error> {
@@ -225,6 +244,11 @@ impl Durable {
     /// covers every earlier one. None without a data directory.
     pub fn begin_snapshot(&mut self) -> Result<Option<SnapshotWriter>, Error> {
         let Some(log) = &mut self.log else { return Ok(None) };
+        if log.broken {
+            // Rotating away from a damaged segment would leave it in the middle of the
+            // log, where recovery refuses it: keep it last until a restart repairs it.
+            return Err(log.broken_error());
+        }
         log.file.sync_data().map_err(|e| io_error("flush", &log.path(), e))?;
         let covered = log.seq;
         let dir = log.dir.clone();
@@ -298,12 +322,16 @@ impl Log {
         segment_path(&self.dir, self.seq)
     }
 
+    fn broken_error(&self) -> Error {
+        Error::Io(format!(
+            "{} is closed to writes after a failed write; restart the server to recover it",
+            self.path().display()
+        ))
+    }
+
     fn append(&mut self, framed: &[u8]) -> Result<(), Error> {
         if self.broken {
-            return Err(Error::Io(format!(
-                "{} could not be repaired after a failed write; restart the server to recover it",
-                self.path().display()
-            )));
+            return Err(self.broken_error());
         }
         let written = self.file.write_all(framed).and_then(|()| match self.fsync {
             Fsync::Always => self.file.sync_data(),
@@ -481,8 +509,8 @@ fn load_snapshot(path: &Path, store: &mut Store, now_ms: u64) -> Result<Option<(
     };
     let corrupt = |what: String| {
         Error::Corrupt(format!(
-            "snapshot {} is corrupt ({what}); refusing to serve it. Restore it from a backup, \
-             or move it aside to start from the write-ahead log alone",
+            "snapshot {} is corrupt ({what}); refusing to serve it. Restore the data directory \
+             from a backup, or move it aside to start empty",
             path.display()
         ))
     };
@@ -602,6 +630,20 @@ mod tests {
     }
 
     #[test]
+    fn evictions_from_a_tighter_bound_are_logged_so_invalidations_stick() {
+        let dir = temp_dir();
+        let (mut d, _) = open(&dir, 100, 0);
+        for i in 0..10 {
+            d.insert(new(&format!("q{i}"), None), 0).unwrap();
+        }
+        d.set_namespace_limits("ns", Limits { max_entries: 2, max_bytes: usize::MAX }).unwrap();
+        assert_eq!(d.clear_namespace("ns").unwrap(), 2);
+        drop(d);
+        let (d, _) = open(&dir, 100, 0); // the bound is gone, the evictions are not
+        assert!(prompts(&d).is_empty());
+    }
+
+    #[test]
     fn ids_from_a_lost_interval_are_never_reused() {
         let dir = temp_dir();
         let (mut d, _) = Durable::open(&dir, config(10), Fsync::Interval, 0).unwrap();
@@ -628,7 +670,8 @@ mod tests {
         assert_eq!(prompts(&d), ["kept"]);
         assert_eq!(recovery.warnings.len(), 1);
         assert!(recovery.warnings[0].contains("dropped 6 bytes at byte"), "{:?}", recovery.warnings);
-        assert_eq!(fs::metadata(&segment).unwrap().len(), good_len);
+        // Cut back to the good records, plus the id floor this open appended (8 + 1 + 8).
+        assert_eq!(fs::metadata(&segment).unwrap().len(), good_len + 17);
         d.insert(new("after", None), 0).unwrap();
         drop(d);
         let (d, recovery) = open(&dir, 10, 0);

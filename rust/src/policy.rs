@@ -119,13 +119,20 @@ impl Queues {
         true
     }
 
-    /// Chooses the entry to evict and forgets it; None when empty.
-    pub fn evict(&mut self) -> Option<EntryId> {
+    /// Chooses the entry to evict and forgets it; None when nothing but `keep` (the entry
+    /// being inserted, which must not pay for its own room) is left.
+    pub fn evict(&mut self, keep: Option<EntryId>) -> Option<EntryId> {
         loop {
+            let only_keep_in_small = self.small.len() == 1 && self.small.values().next().copied() == keep;
             let from_small = !self.small.is_empty()
+                && !(only_keep_in_small && !self.main.is_empty())
                 && (self.main.is_empty() || self.small_bytes * 10 > self.bytes * SMALL_SHARE_TENTHS);
             let queue = if from_small { &mut self.small } else { &mut self.main };
-            let (_, id) = queue.pop_first()?;
+            let (&seq, &id) = queue.first_key_value()?;
+            if Some(id) == keep {
+                return None; // only the new entry is left in the queue to evict from
+            }
+            queue.remove(&seq);
             let place = self.places.get_mut(&id).expect("queued entries have a place");
             if place.freq > 0 {
                 // Hit while queued: promoted from small to main, or another round in main.
@@ -189,10 +196,11 @@ mod tests {
     fn lru_evicts_the_least_recently_used() {
         let mut q = filled(Policy::Lru, 3);
         q.hit(1);
-        assert_eq!(q.evict(), Some(2));
-        assert_eq!(q.evict(), Some(3));
-        assert_eq!(q.evict(), Some(1));
-        assert_eq!(q.evict(), None);
+        assert_eq!(q.evict(None), Some(2));
+        assert_eq!(q.evict(Some(1)), Some(3));
+        assert_eq!(q.evict(Some(1)), None);
+        assert_eq!(q.evict(None), Some(1));
+        assert_eq!(q.evict(None), None);
         assert_eq!((q.len(), q.bytes()), (0, 0));
     }
 
@@ -203,7 +211,7 @@ mod tests {
             q.hit(id);
         }
         // Evicting the unhit newcomers first; the hit ones move to main.
-        let evicted: Vec<EntryId> = (0..8).map(|_| q.evict().unwrap()).collect();
+        let evicted: Vec<EntryId> = (0..8).map(|_| q.evict(None).unwrap()).collect();
         assert_eq!(evicted, [3, 4, 5, 6, 7, 8, 9, 10]);
         assert!(q.contains(1) && q.contains(2));
         // A scan of one-off entries is evicted before the hot pair.
@@ -211,7 +219,7 @@ mod tests {
             q.insert(id, 10, id);
         }
         for _ in 0..10 {
-            let id = q.evict().unwrap();
+            let id = q.evict(None).unwrap();
             assert!(id >= 100, "the scan displaced hot entry {id}");
         }
         // A key evicted from small comes back into main (its ghost is remembered).
@@ -220,12 +228,25 @@ mod tests {
     }
 
     #[test]
+    fn the_entry_being_inserted_is_never_its_own_victim() {
+        let mut q = filled(Policy::S3Fifo, 3);
+        for id in 1..=3 {
+            q.hit(id);
+        }
+        q.insert(4, 10, 4);
+        // 1-3 move to main with their hits; then main, not the newcomer, gives one up.
+        let victim = q.evict(Some(4)).unwrap();
+        assert_ne!(victim, 4);
+        assert!(q.contains(4));
+    }
+
+    #[test]
     fn removal_keeps_the_byte_counts() {
         let mut q = filled(Policy::S3Fifo, 4);
         q.hit(2);
         assert!(q.remove(2) && !q.remove(2));
         assert_eq!((q.len(), q.bytes()), (3, 30));
-        while q.evict().is_some() {}
+        while q.evict(None).is_some() {}
         assert_eq!((q.bytes(), q.small_bytes), (0, 0));
     }
 }

@@ -158,9 +158,15 @@ impl PyStore {
 
     /// Bounds one namespace (with every `namespace#partition` of it); None: unbounded.
     #[pyo3(signature = (namespace, max_entries = None, max_bytes = None))]
-    fn set_namespace_limits(&self, py: Python<'_>, namespace: &str, max_entries: Option<usize>, max_bytes: Option<usize>) {
+    fn set_namespace_limits(
+        &self,
+        py: Python<'_>,
+        namespace: &str,
+        max_entries: Option<usize>,
+        max_bytes: Option<usize>,
+    ) -> PyResult<()> {
         let bounds = limits(max_entries, max_bytes);
-        py.detach(|| self.inner.with(|d| d.store_mut().set_namespace_limits(namespace, bounds)));
+        py.detach(|| self.inner.with(|d| d.set_namespace_limits(namespace, bounds))).map_err(to_py)
     }
 
     /// (namespace, entries, bytes) per namespace group (partitions counted in their namespace).

@@ -239,7 +239,7 @@ impl Store {
             if let Some(group) = self.groups.get_mut(&name) {
                 group.limits = limits;
             }
-            self.enforce(&name);
+            self.enforce(&name, None);
         }
     }
 
@@ -250,27 +250,33 @@ impl Store {
         if let Some(group) = self.groups.get_mut(name) {
             group.limits = limits;
         }
-        self.enforce(name);
+        self.enforce(name, None);
     }
 
     fn limits_of(&self, group: &str) -> Limits {
         self.group_limits.get(group).copied().unwrap_or(self.config.namespace_limits)
     }
 
-    /// Evicts until the group and then the store are within their bounds.
-    fn enforce(&mut self, group: &str) {
+    /// Evicts until the group and then the store are within their bounds, never `keep`
+    /// (the entry being inserted).
+    fn enforce(&mut self, group: &str, keep: Option<EntryId>) {
         while let Some(g) = self.groups.get_mut(group) {
             if !g.limits.exceeded(g.queues.len(), g.queues.bytes()) {
                 break;
             }
-            match g.queues.evict() {
+            match g.queues.evict(keep) {
                 Some(id) => self.remove_slot(id, RemovalReason::Evicted),
                 None => break,
             };
         }
         while self.config.limits.exceeded(self.slots.len(), self.bytes) {
-            let largest = self.groups.values_mut().max_by_key(|g| g.queues.bytes());
-            match largest.and_then(|g| g.queues.evict()) {
+            // The group holding the most bytes gives up an entry; if it has nothing but
+            // `keep` to give, the next largest does.
+            let mut order: Vec<(usize, Arc<str>)> =
+                self.groups.iter().map(|(name, g)| (g.queues.bytes(), name.clone())).collect();
+            order.sort_unstable_by(|a, b| b.cmp(a));
+            let victim = order.iter().find_map(|(_, name)| self.groups.get_mut(name)?.queues.evict(keep));
+            match victim {
                 Some(id) => self.remove_slot(id, RemovalReason::Evicted),
                 None => break,
             };
@@ -412,7 +418,7 @@ impl Store {
         let group_name: Arc<str> = Arc::from(group_of(&entry.namespace));
         self.slots.insert(id, Slot { entry, key, bytes });
         self.counters.inserts += 1;
-        self.enforce(&group_name);
+        self.enforce(&group_name, Some(id));
         Ok(())
     }
 

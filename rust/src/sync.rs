@@ -122,7 +122,10 @@ mod tests {
             model: "m".into(),
             ..NewEntry::default()
         };
-        let (durable, _) = Durable::open(&dir, Config::default(), Fsync::Interval, 0).unwrap();
+        // A cap below the number of prompts, so evictions (Remove records) race the chunks.
+        let mut config = Config::default();
+        config.limits.max_entries = 3_000;
+        let (durable, _) = Durable::open(&dir, config, Fsync::Interval, 0).unwrap();
         let shared = Arc::new(SharedStore::new(durable));
         for i in 0..5_000 {
             shared.with(|d| d.insert(entry(i), 0)).unwrap();
@@ -139,10 +142,13 @@ mod tests {
                 }
             })
         };
-        while !writer.is_finished() {
+        let mut snapshots = 0;
+        while snapshots == 0 || !writer.is_finished() {
             shared.snapshot(0).unwrap();
+            snapshots += 1;
         }
         writer.join().unwrap();
+        assert!(snapshots >= 1);
         let live = |d: &Durable| {
             let mut all: Vec<(u64, String, String)> =
                 d.store().entries().map(|(e, _)| (e.id, e.prompt.clone(), e.response.clone())).collect();
@@ -154,7 +160,7 @@ mod tests {
             live(d)
         });
         drop(shared);
-        let (recovered, _) = Durable::open(&dir, Config::default(), Fsync::Interval, 0).unwrap();
+        let (recovered, _) = Durable::open(&dir, config, Fsync::Interval, 0).unwrap();
         assert_eq!(live(&recovered), before);
         recovered.store().check_invariants().unwrap();
     }
