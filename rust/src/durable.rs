@@ -129,13 +129,15 @@ impl Durable {
         store.reset_history();
         let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
         let mut durable = Durable { store, log: Some(log), frame: Vec::new() };
-        // Ids handed out just before a crash under the interval policy were lost with their
-        // entries, but clients may still hold them: skip past them for good (on every open,
-        // as the policy may have changed since).
-        let floor = durable.store.next_id().saturating_add(ID_BLOCK);
-        durable.append(&[Record::IdFloor { id: floor }])?;
-        durable.sync()?;
-        durable.store.bump_next_id(floor);
+        if !segments.is_empty() || covered > 0 {
+            // Ids handed out just before a crash under the interval policy were lost with
+            // their entries, but clients may still hold them: skip past them for good (on
+            // every reopen, as the policy may have changed since).
+            let floor = durable.store.next_id().saturating_add(ID_BLOCK);
+            durable.append(&[Record::IdFloor { id: floor }])?;
+            durable.sync()?;
+            durable.store.bump_next_id(floor);
+        }
         durable.logged(|s| s.set_limits(config.limits, config.namespace_limits))?;
         Ok((durable, recovery))
     }
