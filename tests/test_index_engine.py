@@ -11,6 +11,7 @@ import pytest
 
 from semcached import config as configuration
 from semcached.engine import Engine
+from semcached.errors import InvalidArgument
 from semcached import _core
 from semcached.index import INITIAL_CAPACITY, GraphIndex, Indexes
 
@@ -138,6 +139,7 @@ def test_engine_eviction_and_expiry_reach_the_index(engine_config: configuration
 def test_namespace_bounds_from_the_config_apply(engine_config: configuration.Config) -> None:
     engine_config.cache.max_entries = 100
     engine_config.namespaces["tight"] = configuration.NamespaceLimits(max_entries=2)
+    engine_config.namespaces["small"] = configuration.NamespaceLimits(max_bytes=3000)
 
     async def run() -> None:
         engine = Engine.from_config(engine_config)
@@ -148,6 +150,8 @@ def test_namespace_bounds_from_the_config_apply(engine_config: configuration.Con
             stats = await engine.stats()
             assert (stats.namespaces["tight"].entries, stats.namespaces["roomy"].entries) == (2, 3)
             assert stats.evictions == 1
+            with pytest.raises(InvalidArgument, match="more than the 3000-byte bound"):
+                await engine.store_entry("small", "Q?", "x" * 3000)
         finally:
             await engine.close()
 

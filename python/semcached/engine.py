@@ -329,6 +329,8 @@ class Engine:
                                              self.model_id, metadata, ttl_ms)
             except OSError as e:
                 raise Unavailable(f"the entry was not stored: {e}") from None
+            except ValueError as e:  # larger than a bound, or a vector of another size
+                raise InvalidArgument(f"the entry was not stored: {e}") from None
             if embedding.whole:
                 self.indexes.added(scope, self.model_id, entry_id, embedding.vector)
             self._apply_removals()  # what the insert replaced or evicted
