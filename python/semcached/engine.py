@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,10 @@ class Engine:
         self._generation: Counter[str] = Counter()
         self._generation_lock = threading.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        # Sweeps, flushes, graph builds and snapshots run here, not on the embedding
+        # threads: a snapshot of a large store takes seconds of one thread. Two threads,
+        # so interval flushes go on while a sweep snapshots.
+        self._background = ThreadPoolExecutor(2, thread_name_prefix="background")
 
     @classmethod
     def from_config(cls, config: Config) -> Engine:
@@ -240,16 +245,17 @@ class Engine:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.provider.close()
         try:
-            await self.embedder.run_sync(self.snapshot)
+            await asyncio.get_running_loop().run_in_executor(self._background, self.snapshot)
         except OSError as e:
             log.error("could not write the shutdown snapshot (the log still holds every entry): %s", e)
+        self._background.shutdown(wait=True)
         self.embedder.close()
 
     async def _every(self, interval_ms: int, work: Callable[[], object]) -> None:
         while True:
             await asyncio.sleep(interval_ms / 1000)
             try:
-                await self.embedder.run_sync(work)
+                await asyncio.get_running_loop().run_in_executor(self._background, work)
             except Exception:
                 log.exception("background %s failed; retrying next interval", work.__name__)
 
