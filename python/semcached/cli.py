@@ -47,6 +47,21 @@ def _models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_quality(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from semcached.quality import evaluate, format_report
+
+    results = [evaluate(Path(args.data), mode, args.config, args.limit) for mode in args.mode]
+    for result in results:
+        print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semcached", description="Semantic cache server for LLM calls.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -58,6 +73,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="TOML configuration file")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.set_defaults(run=_serve)
+
+    q = sub.add_parser("eval-quality", help="measure hit precision and recall on labelled pairs")
+    q.add_argument("--data", required=True, help='JSON lines of {"a", "b", "label"}')
+    q.add_argument("--mode", nargs="+", choices=["pairs", "replay"], default=["pairs", "replay"])
+    q.add_argument("--limit", type=int, help="use the first N pairs")
+    q.add_argument("--config", help="TOML configuration file (embedding model, min_similarity)")
+    q.add_argument("--json", help="write the results here")
+    q.set_defaults(run=_eval_quality)
 
     m = sub.add_parser("models", help="install and list embedding models")
     msub = m.add_subparsers(dest="models_command", required=True)

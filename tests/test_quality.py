@@ -1,0 +1,75 @@
+"""The hit-quality harness: its arithmetic, its duplicate classes, and a run of the real
+engine on a small labelled file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from semcached.config import ConfigError
+from semcached.quality import Duplicates, Outcome, Pair, curve, evaluate, load_pairs
+
+
+def test_duplicate_classes_follow_label_1_links_transitively() -> None:
+    d = Duplicates([Pair("How old is the Earth?", "What is the age of Earth?", 1),
+                    Pair("What is the age of Earth?", "How many years old is our planet?", 1),
+                    Pair("How old is the Earth?", "How old is the Moon?", 0)])
+    assert d.same("how old is the earth?", "How many years old is our planet?")
+    assert not d.same("How old is the Earth?", "How old is the Moon?")
+    assert d.same("Unseen question", "UNSEEN  question")  # the same question is its own duplicate
+
+
+def test_curve_counts_precision_and_recall_by_threshold() -> None:
+    outcomes = [
+        Outcome("exact", 1.0, True, True),
+        Outcome("semantic", 0.95, True, True),
+        Outcome("semantic", 0.92, False, False),
+        Outcome("semantic", 0.85, True, True),
+        Outcome("miss", 0.0, False, True),
+    ]
+    rows = {r["min_similarity"]: r for r in curve(outcomes, [0.80, 0.90, 0.93, 0.99])}
+    assert rows[0.80] == {"min_similarity": 0.80, "served": 4, "precision": 0.75, "recall": 0.75}
+    assert rows[0.90] == {"min_similarity": 0.90, "served": 3, "precision": 0.6667, "recall": 0.5}
+    assert rows[0.93] == {"min_similarity": 0.93, "served": 2, "precision": 1.0, "recall": 0.5}
+    assert rows[0.99] == {"min_similarity": 0.99, "served": 1, "precision": 1.0, "recall": 0.25}
+
+
+def test_bad_files_are_refused_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"a": "x", "b": "y", "label": 1}\n{"a": "x", "label": 1}\n')
+    with pytest.raises(ConfigError, match=r"pairs.jsonl:2: expected"):
+        load_pairs(path)
+    path.write_text('{"a": "x", "b": "y", "label": 2}\n')
+    with pytest.raises(ConfigError, match="label must be 0 or 1"):
+        load_pairs(path)
+    result = subprocess.run([sys.executable, "-m", "semcached", "eval-quality", "--data", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "label must be 0 or 1" in result.stderr
+
+
+def test_the_real_engine_on_a_small_labelled_file(tmp_path: Path) -> None:
+    pairs = [
+        {"a": "How do I reset my password?", "b": "how do I reset my PASSWORD?", "label": 1},
+        {"a": "How do I reset my password?", "b": "What's the way to reset my password", "label": 1},
+        {"a": "What is 2+3?", "b": "What is 2+4?", "label": 0},
+        {"a": "How tall is Mount Everest?", "b": "Who wrote Hamlet?", "label": 0},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    data_dir = tmp_path / "unused"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[server]\ndata_dir = "{data_dir}"\n')
+    for mode in ("pairs", "replay"):
+        result = evaluate(path, mode, str(config))
+        assert (result["lookups"], result["duplicates"]) == (4, 2)
+        rows = result["curve"]
+        assert [r["served"] for r in rows] == sorted((r["served"] for r in rows), reverse=True)
+        strict = rows[-1]  # min_similarity 0.99: the exact duplicate only
+        assert (strict["served"], strict["precision"], strict["recall"]) == (1, 1.0, 0.5)
+        assert result["at_default"]["recall"] == 1.0  # the paraphrase too, at 0.90
+        assert result["lookup_ms_p50"] > 0
+    assert not data_dir.exists()  # the harness never touches the configured data directory
