@@ -126,7 +126,10 @@ class BatchingEmbedder:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                # An equal share for each worker: one worker taking a whole burst would
+                # leave the other cores idle.
+                size = min(MAX_BATCH, -(-len(self._pending) // self._workers))
+                batch, self._pending = self._pending[:size], self._pending[size:]
                 texts = [text for text, _ in batch]
                 try:
                     vectors, whole = await loop.run_in_executor(self._pool, self.embedder.embed_checked, texts)
