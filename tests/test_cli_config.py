@@ -29,7 +29,8 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     config = configuration.load(path, environ={"SEMCACHED_CACHE_MIN_SIMILARITY": "0.85"})
     assert (config.cache.min_similarity, config.cache.max_entries, config.server.port) == (0.85, 10, 6000)
     assert configuration.replace(config, server__port=7000).server.port == 7000
-    assert configuration.load(None, environ={}).cache.min_similarity == 0.90
+    defaults = configuration.load(None, environ={}).cache
+    assert (defaults.min_similarity, defaults.target_precision, defaults.verifier) == (0.80, 0.95, "default")
 
 
 @pytest.mark.parametrize("text,words", [
@@ -39,6 +40,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     ("[caches]\n", "unknown section [caches]"),
     ("[cache\n", "not valid TOML"),
     ("[server]\nport = 70000\n", "server.port must be in 1..65535"),
+    ("[cache]\ntarget_precision = 1.0\n", "cache.target_precision must be in [0, 1)"),
+    ("[namespaces.a]\ntarget_precision = 1.5\n", "namespaces.a.target_precision must be in [0, 1)"),
+    ("[cache]\nverifier = '/nowhere'\n", "cache.verifier must be 'default', 'none' or an existing folder"),
 ])
 def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "c.toml"

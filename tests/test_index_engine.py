@@ -138,8 +138,8 @@ def test_engine_eviction_and_expiry_reach_the_index(engine_config: configuration
 
 def test_namespace_bounds_from_the_config_apply(engine_config: configuration.Config) -> None:
     engine_config.cache.max_entries = 100
-    engine_config.namespaces["tight"] = configuration.NamespaceLimits(max_entries=2)
-    engine_config.namespaces["small"] = configuration.NamespaceLimits(max_bytes=3000)
+    engine_config.namespaces["tight"] = configuration.NamespaceSettings(max_entries=2)
+    engine_config.namespaces["small"] = configuration.NamespaceSettings(max_bytes=3000)
 
     async def run() -> None:
         engine = Engine.from_config(engine_config)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from semcached.config import ConfigError
-from semcached.quality import Duplicates, Outcome, Pair, curve, evaluate, load_pairs
+from semcached.quality import Duplicates, Outcome, Pair, curve, evaluate, load_pairs, target_curve
+from semcached.verifier import Calibration, Point
 
 
 def test_duplicate_classes_follow_label_1_links_transitively() -> None:
@@ -23,19 +24,24 @@ def test_duplicate_classes_follow_label_1_links_transitively() -> None:
     assert d.same("Unseen question", "UNSEEN  question")  # the same question is its own duplicate
 
 
-def test_curve_counts_precision_and_recall_by_threshold() -> None:
+def test_curves_count_precision_and_recall_by_threshold_and_target() -> None:
     outcomes = [
-        Outcome("exact", 1.0, True, True),
-        Outcome("semantic", 0.95, True, True),
-        Outcome("semantic", 0.92, False, False),
-        Outcome("semantic", 0.85, True, True),
-        Outcome("miss", 0.0, False, True),
+        Outcome("exact", 1.0, 1.0, "q", True, True),
+        Outcome("semantic", 0.95, 0.9, "q", True, True),
+        Outcome("semantic", 0.92, 0.2, "q", False, False),
+        Outcome("semantic", 0.85, 0.7, "q", True, True),
+        Outcome("miss", 0.0, 0.0, "", False, True),
     ]
     rows = {r["min_similarity"]: r for r in curve(outcomes, [0.80, 0.90, 0.93, 0.99])}
     assert rows[0.80] == {"min_similarity": 0.80, "served": 4, "precision": 0.75, "recall": 0.75}
     assert rows[0.90] == {"min_similarity": 0.90, "served": 3, "precision": 0.6667, "recall": 0.5}
     assert rows[0.93] == {"min_similarity": 0.93, "served": 2, "precision": 1.0, "recall": 0.5}
     assert rows[0.99] == {"min_similarity": 0.99, "served": 1, "precision": 1.0, "recall": 0.25}
+    points = [Point(0.8, 1.0, 0.5, 50), Point(0.5, 0.9, 0.75, 60)]
+    calibration = Calibration({"verifier": points, "cosine": points}, 0.8, "m", "d")
+    by_target = {r["target_precision"]: r for r in target_curve(outcomes, calibration, "verifier", [0.9, 0.95])}
+    assert by_target[0.9] == {"target_precision": 0.9, "threshold": 0.5, "served": 3, "precision": 1.0, "recall": 0.75}
+    assert by_target[0.95] == {"target_precision": 0.95, "threshold": 0.8, "served": 2, "precision": 1.0, "recall": 0.5}
 
 
 def test_bad_files_are_refused_with_the_line(tmp_path: Path) -> None:
@@ -65,11 +71,32 @@ def test_the_real_engine_on_a_small_labelled_file(tmp_path: Path) -> None:
     config.write_text(f'[server]\ndata_dir = "{data_dir}"\n')
     for mode in ("pairs", "replay"):
         result = evaluate(path, mode, str(config))
-        assert (result["lookups"], result["duplicates"]) == (4, 2)
+        assert (result["lookups"], result["duplicates"], result["knob"]) == (4, 2, "verifier")
         rows = result["curve"]
         assert [r["served"] for r in rows] == sorted((r["served"] for r in rows), reverse=True)
-        strict = rows[-1]  # min_similarity 0.99: the exact duplicate only
-        assert (strict["served"], strict["precision"], strict["recall"]) == (1, 1.0, 0.5)
-        assert result["at_default"]["recall"] == 1.0  # the paraphrase too, at 0.90
-        assert result["lookup_ms_p50"] > 0
+        # At the default target: the exact duplicate and the paraphrase, not 2+4 for 2+3.
+        assert result["at_default"] == {"target_precision": 0.95, "threshold": result["at_default"]["threshold"],
+                                        "served": 2, "precision": 1.0, "recall": 1.0}
+        loose = result["cosine_curve"][0]  # cosine 0.80 alone serves the near miss too
+        assert (loose["served"], loose["precision"]) == (3, 0.6667)
+        assert result["latency_ms"]["lookup"]["p50"] > 0
+        assert result["latency_ms"]["verifier_1"]["p50"] > 0
     assert not data_dir.exists()  # the harness never touches the configured data directory
+
+
+def test_calibration_is_measured_and_written(tmp_path: Path) -> None:
+    pairs = [{"a": f"How do I cook rice number {i}?", "b": f"how to cook rice number {i}", "label": 1}
+             for i in range(3)] + [{"a": "What is 2+3?", "b": "What is 2+4?", "label": 0}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    out = tmp_path / "calibration.json"
+    result = subprocess.run([sys.executable, "-m", "semcached", "eval-quality", "--data", str(path),
+                             "--mode", "pairs", "--calibrate", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    calibration = Calibration.load(out)
+    assert calibration.embedding_model.startswith("all-MiniLM-L6-v2-int8@")
+    assert max(p.recall for p in calibration.curves["verifier"]) == 1.0
+    refused = subprocess.run([sys.executable, "-m", "semcached", "eval-quality", "--data", str(path),
+                              "--calibrate", str(out)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--mode pairs" in refused.stderr

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from conftest import ServerProcess
-from semcached import AsyncClient, Client
+from semcached import AsyncClient, Client, InvalidArgument, NotFound
 
 PASSWORD_Q = "How do I reset my password?"
 PASSWORD_A = "Settings → Security → Reset."
@@ -111,6 +111,24 @@ def test_stats_count_hits_misses_and_entries(client: Client, namespace: str) -> 
     assert 384 * 4 < after.namespaces[namespace].bytes < 4096
     assert after.bytes >= after.namespaces[namespace].bytes and after.max_bytes == 2 * 1024**3
     assert after.embedding_model == client.store("q2", "a2").embedding_model
+
+
+def test_feedback_over_the_wire(client: Client, namespace: str) -> None:
+    stored = client.store("How do I convert Celsius to Fahrenheit?", "F = C × 9/5 + 32")
+    asked = "How do I convert Fahrenheit to Celsius?"
+    forced = client.lookup(asked, target_precision=0.0)
+    assert forced.entry_id == stored.entry_id and 0 <= forced.verifier_score < 1
+    result = client.feedback(stored.entry_id, correct=False, prompt=asked)
+    assert (result.right, result.wrong, result.removed, result.target_precision) == (0, 1, False, 0.95)
+    assert client.lookup(asked, target_precision=0.0).kind == "miss"
+    stats = client.stats()
+    assert stats.namespaces[namespace].feedback_wrong == 1 and stats.feedback_wrong >= 1
+    assert stats.verifier.startswith("verifier-minilm-l6-qqp@")
+    assert stats.namespaces[namespace].target_precision == 0.95
+    with pytest.raises(NotFound, match="no entry"):
+        client.feedback(stored.entry_id + 10_000, correct=True)
+    with pytest.raises(InvalidArgument, match="needs the prompt"):
+        client.feedback(stored.entry_id, correct=False)
 
 
 def test_async_client(server: ServerProcess, namespace: str) -> None:

@@ -18,6 +18,7 @@ from semcached.errors import (
 )
 from semcached.results import (
     CompletionResult,
+    FeedbackResult,
     LookupResult,
     NamespaceStats,
     Stats,
@@ -29,6 +30,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "CompletionResult",
+    "FeedbackResult",
     "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",

@@ -53,7 +53,12 @@ def _eval_quality(args: argparse.Namespace) -> int:
 
     from semcached.quality import evaluate, format_report
 
-    results = [evaluate(Path(args.data), mode, args.config, args.limit) for mode in args.mode]
+    if args.calibrate and args.mode != ["pairs"]:
+        raise ConfigError("--calibrate measures pairs mode only: add --mode pairs")
+    calibration = Path(args.calibrate) if args.calibrate else None
+    results = [evaluate(Path(args.data), mode, args.config, args.limit, calibration) for mode in args.mode]
+    if calibration is not None:
+        print(f"wrote the calibration to {calibration}")
     for result in results:
         print(format_report(result))
     if args.json:
@@ -78,7 +83,9 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True, help='JSON lines of {"a", "b", "label"}')
     q.add_argument("--mode", nargs="+", choices=["pairs", "replay"], default=["pairs", "replay"])
     q.add_argument("--limit", type=int, help="use the first N pairs")
-    q.add_argument("--config", help="TOML configuration file (embedding model, min_similarity)")
+    q.add_argument("--config", help="TOML configuration file (embedding model, verifier, target_precision)")
+    q.add_argument("--calibrate", metavar="PATH",
+                   help="measure the calibration on these (held-out) pairs and write it to PATH")
     q.add_argument("--json", help="write the results here")
     q.set_defaults(run=_eval_quality)
 

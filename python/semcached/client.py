@@ -16,6 +16,7 @@ from semcached import validation
 from semcached.errors import InvalidArgument, SemcachedError, from_status
 from semcached.results import (
     CompletionResult,
+    FeedbackResult,
     HitKind,
     LookupResult,
     NamespaceStats,
@@ -34,10 +35,12 @@ Messages = Iterable[Mapping[str, str]]
 
 # -- requests: validated here, with the server's rules --------------------------------
 
-def _lookup_request(namespace: str, prompt: str, min_similarity: float | None) -> pb.LookupRequest:
+def _lookup_request(namespace: str, prompt: str, min_similarity: float | None,
+                    target_precision: float | None) -> pb.LookupRequest:
     validation.text("prompt", prompt)
     return pb.LookupRequest(namespace=validation.namespace(namespace), prompt=prompt,
-                            min_similarity=validation.min_similarity(min_similarity))
+                            min_similarity=validation.min_similarity(min_similarity),
+                            target_precision=validation.target_precision(target_precision))
 
 
 def _store_request(namespace: str, prompt: str, response: str, ttl_seconds: int | None,
@@ -50,7 +53,8 @@ def _store_request(namespace: str, prompt: str, response: str, ttl_seconds: int 
 
 
 def _complete_request(namespace: str, messages: Messages, model: str, user: str, feature: str,
-                      min_similarity: float | None, ttl_seconds: int | None) -> pb.CompleteRequest:
+                      min_similarity: float | None, ttl_seconds: int | None,
+                      target_precision: float | None) -> pb.CompleteRequest:
     pairs = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
@@ -61,7 +65,19 @@ def _complete_request(namespace: str, messages: Messages, model: str, user: str,
         namespace=validation.namespace(namespace),
         messages=[pb.Message(role=r, content=c) for r, c in pairs], model=model, user=user,
         feature=feature, min_similarity=validation.min_similarity(min_similarity),
-        ttl_seconds=validation.ttl_seconds(ttl_seconds))
+        ttl_seconds=validation.ttl_seconds(ttl_seconds),
+        target_precision=validation.target_precision(target_precision))
+
+
+def _feedback_request(namespace: str, entry_id: int, correct: bool, prompt: str | None) -> pb.FeedbackRequest:
+    if entry_id <= 0:
+        raise InvalidArgument(f"entry_id must be positive, got {entry_id}")
+    if prompt:
+        validation.text("prompt", prompt)
+    elif not correct:
+        raise InvalidArgument("wrong feedback needs the prompt the hit was served for")
+    return pb.FeedbackRequest(namespace=validation.namespace(namespace), entry_id=entry_id,
+                              prompt=prompt or "", correct=correct)
 
 
 def _invalidate_request(namespace: str, entry_id: int | None, prompt: str | None,
@@ -81,7 +97,7 @@ def _invalidate_request(namespace: str, entry_id: int | None, prompt: str | None
 def _lookup_result(r: pb.LookupResponse) -> LookupResult:
     m = r.match
     return LookupResult(kind=_KIND.get(r.kind, "miss"), response=r.response,
-                        similarity=m.similarity, entry_id=m.entry_id,
+                        similarity=m.similarity, verifier_score=m.verifier_score, entry_id=m.entry_id,
                         matched_prompt=m.matched_prompt, metadata=dict(m.metadata),
                         created_unix_ms=m.created_unix_ms, expires_unix_ms=m.expires_unix_ms)
 
@@ -96,7 +112,13 @@ def _completion_result(r: pb.CompleteResponse) -> CompletionResult:
         text=r.text, kind=_KIND.get(r.kind, "miss"), model=r.model,
         usage=Usage(r.usage.prompt_tokens, r.usage.completion_tokens),
         finish_reason=r.finish_reason, similarity=r.match.similarity,
-        entry_id=r.match.entry_id, matched_prompt=r.match.matched_prompt)
+        entry_id=r.match.entry_id, matched_prompt=r.match.matched_prompt,
+        verifier_score=r.match.verifier_score)
+
+
+def _feedback_result(r: pb.FeedbackResponse) -> FeedbackResult:
+    return FeedbackResult(right=r.right, wrong=r.wrong, removed=r.removed,
+                          target_precision=r.target_precision)
 
 
 def _stats(r: pb.StatsResponse) -> Stats:
@@ -106,7 +128,10 @@ def _stats(r: pb.StatsResponse) -> Stats:
         expirations=r.expirations, invalidations=r.invalidations,
         upstream_calls=r.upstream_calls, upstream_errors=r.upstream_errors,
         embedding_model=r.embedding_model, bytes=r.bytes, max_bytes=r.max_bytes,
-        namespaces={k: NamespaceStats(v.entries, v.bytes) for k, v in r.namespaces.items()})
+        namespaces={k: NamespaceStats(v.entries, v.bytes, v.target_precision, v.expected_recall,
+                                      v.feedback_right, v.feedback_wrong)
+                    for k, v in r.namespaces.items()},
+        feedback_right=r.feedback_right, feedback_wrong=r.feedback_wrong, verifier=r.verifier)
 
 
 def _error(e: grpc.RpcError) -> SemcachedError:
@@ -130,8 +155,9 @@ class Client:
             raise _error(e) from None
 
     def lookup(self, prompt: str, *, namespace: str | None = None,
-               min_similarity: float | None = None) -> LookupResult:
-        request = _lookup_request(namespace or self.namespace, prompt, min_similarity)
+               min_similarity: float | None = None,
+               target_precision: float | None = None) -> LookupResult:
+        request = _lookup_request(namespace or self.namespace, prompt, min_similarity, target_precision)
         return _lookup_result(self._call(self._stub.Lookup, request))
 
     def store(self, prompt: str, response: str, *, ttl_seconds: int | None = None,
@@ -142,15 +168,22 @@ class Client:
 
     def complete(self, messages: Messages, *, model: str = "", user: str = "", feature: str = "",
                  namespace: str | None = None, min_similarity: float | None = None,
-                 ttl_seconds: int | None = None) -> CompletionResult:
+                 ttl_seconds: int | None = None,
+                 target_precision: float | None = None) -> CompletionResult:
         request = _complete_request(namespace or self.namespace, messages, model, user, feature,
-                                    min_similarity, ttl_seconds)
+                                    min_similarity, ttl_seconds, target_precision)
         return _completion_result(self._call(self._stub.Complete, request))
 
     def invalidate(self, *, entry_id: int | None = None, prompt: str | None = None,
                    all: bool = False, namespace: str | None = None) -> int:
         request = _invalidate_request(namespace or self.namespace, entry_id, prompt, all)
         return int(self._call(self._stub.Invalidate, request).removed)
+
+    def feedback(self, entry_id: int, *, correct: bool, prompt: str | None = None,
+                 namespace: str | None = None) -> FeedbackResult:
+        """Reports whether the hit that served ``entry_id`` for ``prompt`` was right."""
+        request = _feedback_request(namespace or self.namespace, entry_id, correct, prompt)
+        return _feedback_result(self._call(self._stub.Feedback, request))
 
     def stats(self) -> Stats:
         return _stats(self._call(self._stub.Stats, pb.StatsRequest()))
@@ -182,8 +215,9 @@ class AsyncClient:
             raise _error(e) from None
 
     async def lookup(self, prompt: str, *, namespace: str | None = None,
-                     min_similarity: float | None = None) -> LookupResult:
-        request = _lookup_request(namespace or self.namespace, prompt, min_similarity)
+                     min_similarity: float | None = None,
+                     target_precision: float | None = None) -> LookupResult:
+        request = _lookup_request(namespace or self.namespace, prompt, min_similarity, target_precision)
         return _lookup_result(await self._call(self._stub.Lookup, request))
 
     async def store(self, prompt: str, response: str, *, ttl_seconds: int | None = None,
@@ -195,15 +229,21 @@ class AsyncClient:
     async def complete(self, messages: Messages, *, model: str = "", user: str = "",
                        feature: str = "", namespace: str | None = None,
                        min_similarity: float | None = None,
-                       ttl_seconds: int | None = None) -> CompletionResult:
+                       ttl_seconds: int | None = None,
+                       target_precision: float | None = None) -> CompletionResult:
         request = _complete_request(namespace or self.namespace, messages, model, user, feature,
-                                    min_similarity, ttl_seconds)
+                                    min_similarity, ttl_seconds, target_precision)
         return _completion_result(await self._call(self._stub.Complete, request))
 
     async def invalidate(self, *, entry_id: int | None = None, prompt: str | None = None,
                          all: bool = False, namespace: str | None = None) -> int:
         request = _invalidate_request(namespace or self.namespace, entry_id, prompt, all)
         return int((await self._call(self._stub.Invalidate, request)).removed)
+
+    async def feedback(self, entry_id: int, *, correct: bool, prompt: str | None = None,
+                       namespace: str | None = None) -> FeedbackResult:
+        request = _feedback_request(namespace or self.namespace, entry_id, correct, prompt)
+        return _feedback_result(await self._call(self._stub.Feedback, request))
 
     async def stats(self) -> Stats:
         return _stats(await self._call(self._stub.Stats, pb.StatsRequest()))

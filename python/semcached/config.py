@@ -45,8 +45,15 @@ class CacheConfig:
     namespace_max_bytes: int = 0
     # Which entry goes at a bound: "s3fifo" (scan-resistant) or "lru".
     eviction: str = "s3fifo"
-    # Lowest cosine similarity served as a semantic hit when a request sets none.
-    min_similarity: float = 0.90
+    # Lowest cosine similarity a cached question may have to be considered at all; the
+    # hit decision itself comes from target_precision.
+    min_similarity: float = 0.80
+    # The share of semantic hits that should be right. The calibration of the verifier
+    # turns it into a score threshold ([namespaces.<name>] tables can set their own).
+    target_precision: float = 0.95
+    # "default": the shipped cross-encoder checks every candidate; "none": cosine alone;
+    # or a folder with model.onnx, tokenizer.json, calibration.json (scripts/train_verifier.py).
+    verifier: str = "default"
     max_prompt_bytes: int = 32 * 1024
     max_response_bytes: int = 1024 * 1024
     max_metadata_bytes: int = 16 * 1024
@@ -90,9 +97,11 @@ class ProviderConfig:
 
 
 @dataclass
-class NamespaceLimits:
+class NamespaceSettings:
     max_entries: int = 0
     max_bytes: int = 0
+    # 0: cache.target_precision.
+    target_precision: float = 0.0
 
 
 @dataclass
@@ -103,7 +112,7 @@ class Config:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     # Per-namespace bounds, from [namespaces.<name>] tables of the file.
-    namespaces: dict[str, NamespaceLimits] = field(default_factory=dict)
+    namespaces: dict[str, NamespaceSettings] = field(default_factory=dict)
 
     def validate(self) -> Config:
         c = self.cache
@@ -125,6 +134,12 @@ class Config:
                          "must not be negative (0: unbounded)")
         _require(not math.isnan(c.min_similarity) and 0 <= c.min_similarity <= 1,
                  "cache.min_similarity", "must be in [0, 1]")
+        _require(_is_precision(c.target_precision), "cache.target_precision", "must be in [0, 1)")
+        for name, settings in self.namespaces.items():
+            _require(_is_precision(settings.target_precision), f"namespaces.{name}.target_precision",
+                     "must be in [0, 1) (0: cache.target_precision)")
+        _require(c.verifier in ("default", "none") or Path(c.verifier).expanduser().is_dir(),
+                 "cache.verifier", "must be 'default', 'none' or an existing folder")
         for key in ("max_prompt_bytes", "max_response_bytes", "max_metadata_bytes",
                     "expire_interval_ms"):
             _require(getattr(c, key) >= 1, f"cache.{key}", "must be at least 1")
@@ -140,6 +155,10 @@ class Config:
         _require(self.provider.timeout_seconds > 0, "provider.timeout_seconds", "must be positive")
         _require(self.provider.max_retries >= 0, "provider.max_retries", "must not be negative")
         return self
+
+
+def _is_precision(value: float) -> bool:
+    return not math.isnan(value) and 0 <= value < 1
 
 
 def _require(ok: bool, key: str, rule: str) -> None:
@@ -190,7 +209,7 @@ def _apply_namespaces(config: Config, tables: dict[str, Any], where: str) -> Non
             raise ConfigError(f"{where}: [namespaces.{name}]: invalid namespace: {NAMESPACE_RULE}")
         if not isinstance(values, dict):
             raise ConfigError(f"{where}: [namespaces.{name}] must be a table")
-        limits = config.namespaces.setdefault(name, NamespaceLimits())
+        limits = config.namespaces.setdefault(name, NamespaceSettings())
         for key, value in values.items():
             _set(limits, f"namespaces.{name}", key, value, where)
 

@@ -21,14 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from semcached import _core, validation
+from semcached import verifier as verification
 from semcached.config import Config, ConfigError, data_dir
 from semcached.embed import BatchingEmbedder, Embedder, Embedding, default_threads
-from semcached.errors import InvalidArgument, SemcachedError, Unavailable
+from semcached.errors import InvalidArgument, NotFound, SemcachedError, Unavailable
+from semcached.feedback import Feedback
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
 from semcached.provider import Answer, Provider
+from semcached.verifier import Calibration, Verifier
 from semcached.results import (
     CompletionResult,
+    FeedbackResult,
     LookupResult,
     NamespaceStats,
     Stats,
@@ -39,11 +43,21 @@ from semcached.results import (
 log = logging.getLogger("semcached.engine")
 
 # Candidates read from the index per lookup: more than one, so entries removed from the
-# store but not yet from the index never hide a live neighbour.
+# store but not yet from the index never hide a live neighbour, and the verifier can
+# prefer the second-nearest question when it asks the same thing and the nearest does not.
 CANDIDATES = 4
 # A scope for Complete is "<namespace>#<partition>"; '#' cannot occur in a namespace. The
 # core counts a scope toward the bounds of the namespace before the '#' (store.rs group_of).
 PARTITION_SEPARATOR = "#"
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """How one lookup decides: candidates need ``min_similarity``; a hit needs the
+    verifier's score (or, with the verifier off, the cosine) at ``threshold`` or above."""
+
+    min_similarity: float
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -54,11 +68,15 @@ class _Found:
 
 class Engine:
     def __init__(self, config: Config, store: _core.Store, embedder: BatchingEmbedder,
-                 provider: Provider) -> None:
+                 provider: Provider, verifier: Verifier | None, calibration: Calibration) -> None:
         self.config = config
         self.store = store
         self.embedder = embedder
         self.provider = provider
+        self.verifier = verifier
+        self.calibration = calibration
+        self.feedback = Feedback(data_dir(config) / "feedback.log", self._configured_target,
+                                 lambda entry_id: store.get(entry_id) is not None)
         self.indexes = Indexes(store, directory=data_dir(config) / "graphs")
         self._counts: Counter[str] = Counter()
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
@@ -74,9 +92,10 @@ class Engine:
         self._background = ThreadPoolExecutor(2, thread_name_prefix="background")
 
     @classmethod
-    def from_config(cls, config: Config) -> Engine:
+    def from_config(cls, config: Config, calibration: Calibration | None = None) -> Engine:
         """The engine over the store kept in the configured data directory (recovered
-        from it when it holds one), with its vector indexes rebuilt."""
+        from it when it holds one), with its vector indexes rebuilt. ``calibration``
+        replaces the verifier's own (to measure a new one)."""
         folder = resolve(config.embedding.model, models_dir(config.embedding.models_dir),
                          config.embedding.pooling)
         embedder = Embedder(folder, config.embedding.max_tokens)
@@ -96,7 +115,13 @@ class Engine:
             raise ConfigError(str(e)) from None
         except OSError as e:
             raise ConfigError(f"cannot open the data directory: {e}") from None
-        engine = cls(config, store, BatchingEmbedder(embedder, threads), Provider(config.provider))
+        verifier, calibration = verification.load(cache.verifier, calibration)
+        if calibration.embedding_model and calibration.embedding_model != embedder.model_id:
+            log.warning("the hit calibration was measured with %s, not %s: target_precision is "
+                        "approximate until you recalibrate (semcached eval-quality --calibrate)",
+                        calibration.embedding_model, embedder.model_id)
+        engine = cls(config, store, BatchingEmbedder(embedder, threads), Provider(config.provider),
+                     verifier, calibration)
         engine._recover()
         return engine
 
@@ -119,12 +144,12 @@ class Engine:
 
     # -- the public operations -------------------------------------------------------
 
-    async def lookup(self, namespace: str, prompt: str,
-                     min_similarity: float | None = None) -> LookupResult:
+    async def lookup(self, namespace: str, prompt: str, min_similarity: float | None = None,
+                     target_precision: float | None = None) -> LookupResult:
         scope = validation.namespace(namespace)
         validation.text("prompt", prompt, self.config.cache.max_prompt_bytes)
-        threshold = self._threshold(min_similarity)
-        found = await self._find(scope, prompt, threshold)
+        decision = self._decision(scope, min_similarity, target_precision)
+        found = await self._find(scope, prompt, decision)
         self._count(found.result)
         return found.result
 
@@ -144,7 +169,8 @@ class Engine:
 
     async def complete(self, namespace: str, messages: Sequence[tuple[str, str]],
                        model: str = "", min_similarity: float | None = None,
-                       ttl_seconds: int | None = None) -> CompletionResult:
+                       ttl_seconds: int | None = None,
+                       target_precision: float | None = None) -> CompletionResult:
         """Answers from the cache, or from the provider once per distinct in-flight miss.
 
         The upstream call is bounded by the provider timeout, not by this caller's
@@ -152,13 +178,13 @@ class Engine:
         the first caller gave up is still cached for the next one."""
         name = validation.namespace(namespace)
         conversation = validation.messages(messages, self.config.cache.max_prompt_bytes)
-        threshold = self._threshold(min_similarity)
+        decision = self._decision(name, min_similarity, target_precision)
         ttl = validation.ttl_seconds(ttl_seconds)
         model = model or self.config.provider.default_model
         scope = name + PARTITION_SEPARATOR + _partition(model, conversation[:-1])
         question = conversation[-1][1]
 
-        found = await self._find(scope, question, threshold)
+        found = await self._find(scope, question, decision)
         self._count(found.result)
         if found.result.hit:
             hit = found.result
@@ -166,6 +192,7 @@ class Engine:
                 text=hit.response, kind=hit.kind, model=hit.metadata.get("model", model),
                 usage=Usage(), finish_reason="cache", similarity=hit.similarity,
                 entry_id=hit.entry_id, matched_prompt=hit.matched_prompt,
+                verifier_score=hit.verifier_score,
             )
         assert found.embedding is not None
         fill = _Fill(scope, name, question, conversation, model, found.embedding, ttl)
@@ -214,6 +241,35 @@ class Engine:
         finally:
             await self.embedder.run_sync(self._apply_removals)
 
+    async def record_feedback(self, namespace: str, entry_id: int, correct: bool,
+                              prompt: str | None = None) -> FeedbackResult:
+        """An application's report on a served hit. Wrong reports need the prompt the
+        hit was served for: questions like it are refused that entry from then on."""
+        name = validation.namespace(namespace)
+        if entry_id <= 0:
+            raise InvalidArgument(f"entry_id must be positive, got {entry_id}")
+        if prompt:
+            validation.text("prompt", prompt, self.config.cache.max_prompt_bytes)
+        elif not correct:
+            raise InvalidArgument("wrong feedback needs the prompt the hit was served for")
+        entry = self.store.get(entry_id)
+        if entry is None or _namespace_of(entry.namespace) != name:
+            raise NotFound(f"no entry {entry_id} in namespace {name!r}: it expired, was evicted "
+                           "or invalidated, or belongs to another namespace")
+        vector = None if correct or prompt is None else (await self.embedder.embed(prompt)).vector
+
+        def record() -> FeedbackResult:
+            verdict = self.feedback.record(name, entry_id, vector, correct, self._configured_target(name))
+            removed = verdict.remove and self.store.remove(entry_id)
+            self._apply_removals()
+            return FeedbackResult(right=verdict.right, wrong=verdict.wrong, removed=bool(removed),
+                                  target_precision=verdict.target_precision)
+
+        try:
+            return await self.embedder.run_sync(record)
+        except OSError as e:
+            raise Unavailable(f"the feedback was not recorded: {e}") from None
+
     async def stats(self) -> Stats:
         core = self.store.counters()
         usage = await self.embedder.run_sync(self.store.group_usage)  # O(namespaces): off the loop
@@ -225,8 +281,18 @@ class Engine:
             invalidations=core["invalidations"], upstream_calls=self._counts["upstream_calls"],
             upstream_errors=self._counts["upstream_errors"], embedding_model=self.model_id,
             bytes=self.store.bytes, max_bytes=self.config.cache.max_bytes,
-            namespaces={name: NamespaceStats(entries, size) for name, entries, size in usage},
+            namespaces={name: self._namespace_stats(name, entries, size) for name, entries, size in usage},
+            feedback_right=sum(right for right, _ in self.feedback.counts.values()),
+            feedback_wrong=sum(wrong for _, wrong in self.feedback.counts.values()),
+            verifier=self.verifier.model_id if self.verifier else "none",
         )
+
+    def _namespace_stats(self, name: str, entries: int, size: int) -> NamespaceStats:
+        target = self.feedback.target(name, self._configured_target(name))
+        right, wrong = self.feedback.counts.get(name, (0, 0))
+        expected = self.calibration.setting(self._knob, target).recall
+        return NamespaceStats(entries, size, target_precision=target, expected_recall=expected,
+                              feedback_right=right, feedback_wrong=wrong)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -250,6 +316,7 @@ class Engine:
             log.error("could not write the shutdown snapshot (the log still holds every entry): %s", e)
         self._background.shutdown(wait=True)
         self.embedder.close()
+        self.feedback.close()
 
     async def _every(self, interval_ms: int, work: Callable[[], object]) -> None:
         while True:
@@ -285,33 +352,61 @@ class Engine:
 
     # -- internals -------------------------------------------------------------------
 
-    def _threshold(self, min_similarity: float | None) -> float:
-        value = validation.min_similarity(min_similarity)
-        return self.config.cache.min_similarity if value is None else value
+    @property
+    def _knob(self) -> str:
+        return "verifier" if self.verifier else "cosine"
+
+    def _configured_target(self, namespace: str) -> float:
+        settings = self.config.namespaces.get(namespace)
+        if settings is not None and settings.target_precision:
+            return settings.target_precision
+        return self.config.cache.target_precision
+
+    def _decision(self, namespace: str, min_similarity: float | None,
+                  target_precision: float | None) -> _Decision:
+        floor = validation.min_similarity(min_similarity)
+        target = validation.target_precision(target_precision)
+        configured = self._configured_target(namespace) if target is None else target
+        point = self.calibration.setting(self._knob, self.feedback.target(namespace, configured))
+        return _Decision(self.config.cache.min_similarity if floor is None else floor, point.threshold)
 
     def _count(self, result: LookupResult) -> None:
         if result.kind != "exact":  # exact hits are counted by the core
             self._counts[result.kind] += 1
 
-    async def _find(self, scope: str, prompt: str, threshold: float) -> _Found:
+    async def _find(self, scope: str, prompt: str, decision: _Decision) -> _Found:
         # The exact tier first: microseconds, no embedding, GIL released by the core.
         entry = self.store.get_exact(scope, prompt)
         if entry is not None:
-            return _Found(_result("exact", entry, 1.0), None)
+            return _Found(_result("exact", entry, 1.0, 1.0), None)
         embedding = await self.embedder.embed(prompt)
         if not embedding.whole:
             return _Found(LookupResult(kind="miss"), embedding)
-        result = await self.embedder.run_sync(self._semantic, scope, embedding.vector, threshold)
+        result = await self.embedder.run_sync(self._semantic, scope, prompt, embedding.vector, decision)
         return _Found(result, embedding)
 
-    def _semantic(self, scope: str, vector: np.ndarray, threshold: float) -> LookupResult:
+    def _semantic(self, scope: str, prompt: str, vector: np.ndarray, decision: _Decision) -> LookupResult:
+        candidates: list[tuple[_core.Entry, float]] = []
         for entry_id, similarity in self.indexes.search(scope, self.model_id, vector, CANDIDATES):
-            if similarity < threshold:
+            if similarity < decision.min_similarity:
                 break
-            entry = self.store.get(entry_id, count_hit=True)
-            if entry is not None and entry.model == self.model_id:
-                return _result("semantic", entry, min(similarity, 1.0))
-        return LookupResult(kind="miss")
+            entry = self.store.get(entry_id)
+            if (entry is not None and entry.model == self.model_id
+                    and not self.feedback.refused(entry_id, vector, similarity)):
+                candidates.append((entry, min(similarity, 1.0)))
+        if not candidates:
+            return LookupResult(kind="miss")
+        if self.verifier is None:
+            (entry, similarity), score = candidates[0], 0.0
+            served = similarity >= decision.threshold
+        else:
+            scores = self.verifier.scores(prompt, [entry.prompt for entry, _ in candidates])
+            best = int(np.argmax(scores))
+            (entry, similarity), score = candidates[best], float(scores[best])
+            served = score >= decision.threshold
+        if not served or self.store.get(entry.id, count_hit=True) is None:
+            return LookupResult(kind="miss")
+        return _result("semantic", entry, similarity, score)
 
     async def _insert(self, scope: str, prompt: str, response: str, embedding: Embedding,
                       ttl_seconds: int | None, metadata: dict[str, str],
@@ -352,6 +447,7 @@ class Engine:
     def _apply_removals(self) -> None:
         for scope, entry_id, model, _reason in self.store.take_removed():
             self.indexes.removed(scope, model, entry_id)
+            self.feedback.forget(entry_id)
 
     async def _single_flight(self, fill: _Fill) -> Answer:
         """One upstream call (and one store) per distinct in-flight miss. The call runs in
@@ -402,10 +498,11 @@ class _Fill:
     ttl: int | None
 
 
-def _result(kind: str, entry: _core.Entry, similarity: float) -> LookupResult:
+def _result(kind: str, entry: _core.Entry, similarity: float, verifier_score: float) -> LookupResult:
     return LookupResult(
         kind=kind,  # type: ignore[arg-type]
-        response=entry.response, similarity=similarity, entry_id=entry.id,
+        response=entry.response, similarity=similarity, verifier_score=verifier_score,
+        entry_id=entry.id,
         matched_prompt=entry.prompt, metadata=dict(entry.metadata),
         created_unix_ms=entry.created_ms, expires_unix_ms=entry.expires_ms or 0,
     )

@@ -9,9 +9,13 @@ Input: JSON lines ``{"a": question, "b": question, "label": 1 if duplicates else
   neighbours compete. Questions recur across pairs, so a hit is right when the matched
   prompt is ``b`` itself or a known duplicate of it (label-1 links, followed transitively).
 
-Both run the real engine (exact tier, embedding, search, decision) in-process and report
+Both run the real engine (exact tier, embedding, search, verifier) in-process and report
 precision of served hits, recall, and the curve over the decision's knob
-(``min_similarity``), plus lookup latency.
+(``target_precision``, through the calibration) beside the curve of cosine alone
+(``min_similarity``), plus lookup and verifier latency.
+
+``calibrate`` turns pairs-mode outcomes on held-out labelled pairs into the calibration
+file the verifier ships with (semcached/verifier/calibration.json).
 """
 
 from __future__ import annotations
@@ -28,9 +32,13 @@ from typing import Any
 from semcached import _core
 from semcached import config as configuration
 from semcached.config import ConfigError
-from semcached.engine import Engine
+from semcached.engine import CANDIDATES, Engine
+from semcached.verifier import Calibration
+from semcached.verifier import curve as calibration_curve
 
 THRESHOLDS = [round(0.80 + 0.01 * i, 2) for i in range(20)]
+UNCALIBRATED = Calibration({"verifier": [], "cosine": []}, 0.0, "", "")
+TARGETS = [round(0.80 + 0.01 * i, 2) for i in range(20)]
 # Lookups in flight at once: enough for the embedder to batch.
 CONCURRENCY = 32
 LATENCY_SAMPLE = 200
@@ -45,11 +53,13 @@ class Pair:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One lookup: its hit kind and similarity at min_similarity 0, and whether serving
-    the matched answer would be right."""
+    """One lookup served whatever its verifier score (target_precision 0): its hit kind,
+    similarity and score, and whether serving the matched answer would be right."""
 
     kind: str
     similarity: float
+    verifier_score: float
+    matched_prompt: str
     right: bool
     duplicate_exists: bool
 
@@ -118,8 +128,9 @@ async def run_pairs(engine: Engine, pairs: list[Pair]) -> list[Outcome]:
     async def one(i: int, p: Pair) -> Outcome:
         namespace = f"pair-{i}"
         await engine.store_entry(namespace, p.a, "answer")
-        r = await engine.lookup(namespace, p.b, min_similarity=0.0)
-        return Outcome(r.kind, r.similarity, p.label == 1, p.label == 1)
+        r = await engine.lookup(namespace, p.b, target_precision=0.0)
+        return Outcome(r.kind, r.similarity, r.verifier_score, r.matched_prompt,
+                       r.hit and p.label == 1, p.label == 1)
 
     return await _gather_bounded([lambda i=i, p=p: one(i, p) for i, p in enumerate(pairs)])
 
@@ -131,61 +142,98 @@ async def run_replay(engine: Engine, pairs: list[Pair]) -> list[Outcome]:
     await _gather_bounded([lambda q=q: engine.store_entry("replay", q, "answer") for q in stored])
 
     async def one(p: Pair) -> Outcome:
-        r = await engine.lookup("replay", p.b, min_similarity=0.0)
+        r = await engine.lookup("replay", p.b, target_precision=0.0)
         right = r.hit and duplicates.same(r.matched_prompt, p.b)
         exists = duplicates.key(p.b) in stored_classes
-        return Outcome(r.kind, r.similarity, right, exists)
+        return Outcome(r.kind, r.similarity, r.verifier_score, r.matched_prompt, right, exists)
 
     return await _gather_bounded([lambda p=p: one(p) for p in pairs])
 
 
-def curve(outcomes: list[Outcome], thresholds: list[float]) -> list[dict[str, float]]:
-    """At each min_similarity: what would be served, how much of it right, how much of
-    what could be served right was."""
+def _row(outcomes: list[Outcome], served: list[Outcome]) -> dict[str, float]:
     possible = sum(o.duplicate_exists for o in outcomes)
-    rows = []
-    for t in thresholds:
-        served = [o for o in outcomes if o.kind == "exact" or (o.kind == "semantic" and o.similarity >= t)]
-        right = sum(o.right for o in served)
-        rows.append({
-            "min_similarity": t,
-            "served": len(served),
+    right = sum(o.right for o in served)
+    return {"served": len(served),
             "precision": round(right / len(served), 4) if served else 1.0,
-            "recall": round(right / possible, 4) if possible else 0.0,
-        })
+            "recall": round(right / possible, 4) if possible else 0.0}
+
+
+def curve(outcomes: list[Outcome], thresholds: list[float]) -> list[dict[str, float]]:
+    """Cosine alone: at each min_similarity, what would be served, how much of it right,
+    how much of what could be served right was."""
+    return [{"min_similarity": t, **_row(outcomes, [
+        o for o in outcomes if o.kind == "exact" or (o.kind == "semantic" and o.similarity >= t)])}
+        for t in thresholds]
+
+
+def target_curve(outcomes: list[Outcome], calibration: Calibration, knob: str,
+                 targets: list[float]) -> list[dict[str, float]]:
+    """The product's knob: at each target_precision, the threshold the calibration picks
+    and what serving at it gives on these outcomes."""
+    rows = []
+    for target in targets:
+        threshold = calibration.setting(knob, target).threshold
+
+        def value(o: Outcome) -> float:
+            return o.verifier_score if knob == "verifier" else o.similarity
+
+        served = [o for o in outcomes if o.kind == "exact" or (o.kind == "semantic" and value(o) >= threshold)]
+        rows.append({"target_precision": target, "threshold": threshold, **_row(outcomes, served)})
     return rows
 
 
-async def latency_ms(engine: Engine, lookups: list[tuple[str, str]]) -> list[float]:
+def calibrate(outcomes: list[Outcome], min_similarity: float, embedding_model: str,
+              data: str) -> Calibration:
+    """The calibration from pairs-mode outcomes on held-out pairs: semantic candidates
+    ordered by verifier score and by cosine, with precision and recall at each cut."""
+    candidates = [o for o in outcomes if o.kind == "semantic"]
+    duplicates = sum(o.duplicate_exists for o in outcomes)
+    return Calibration(
+        curves={"verifier": calibration_curve([(o.verifier_score, o.right) for o in candidates], duplicates),
+                "cosine": calibration_curve([(o.similarity, o.right) for o in candidates], duplicates)},
+        min_similarity=min_similarity, embedding_model=embedding_model, data=data)
+
+
+async def latency_ms(engine: Engine, lookups: list[tuple[str, str]]) -> dict[str, list[float]]:
     """Lookups one at a time (the bulk runs concurrently, which measures throughput, not
-    the latency one request sees)."""
-    out = []
+    the latency one request sees), and the verifier's share: one call on the matched
+    question, and one on CANDIDATES of them (the most a lookup scores)."""
+    out: dict[str, list[float]] = {"lookup": [], "verifier_1": [], f"verifier_{CANDIDATES}": []}
     for namespace, prompt in lookups:
         start = time.perf_counter()
-        await engine.lookup(namespace, prompt, min_similarity=0.0)
-        out.append((time.perf_counter() - start) * 1000)
-    return sorted(out)
+        r = await engine.lookup(namespace, prompt, target_precision=0.0)
+        out["lookup"].append((time.perf_counter() - start) * 1000)
+        if engine.verifier is not None and r.hit:
+            for n in (1, CANDIDATES):
+                start = time.perf_counter()
+                engine.verifier.scores(prompt, [r.matched_prompt] * n)
+                out[f"verifier_{n}"].append((time.perf_counter() - start) * 1000)
+    return {k: sorted(v) for k, v in out.items() if v}
 
 
-def report(outcomes: list[Outcome], ms: list[float], mode: str,
-           default_threshold: float) -> dict[str, Any]:
-    rows = curve(outcomes, sorted(set(THRESHOLDS + [default_threshold])))
-    at_default = next(r for r in rows if r["min_similarity"] == default_threshold)
+def report(outcomes: list[Outcome], ms: dict[str, list[float]], mode: str, engine: Engine,
+           default_target: float) -> dict[str, Any]:
+    knob = "verifier" if engine.verifier else "cosine"
+    rows = target_curve(outcomes, engine.calibration, knob, sorted(set(TARGETS + [default_target])))
     return {
         "mode": mode,
         "lookups": len(outcomes),
         "duplicates": sum(o.duplicate_exists for o in outcomes),
-        "at_default": at_default,
+        "knob": knob,
+        "at_default": next(r for r in rows if r["target_precision"] == default_target),
         "curve": rows,
-        "lookup_ms_p50": round(statistics.median(ms), 3),
-        "lookup_ms_p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 3),
+        "cosine_curve": curve(outcomes, THRESHOLDS),
+        "latency_ms": {name: {"p50": round(statistics.median(v), 3),
+                              "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))], 3)}
+                       for name, v in ms.items()},
     }
 
 
-def evaluate(data: Path, mode: str, config_path: str | None = None,
-             limit: int | None = None) -> dict[str, Any]:
-    """Runs one mode over a file with the configured engine (embedding model, threshold)
-    on a throwaway data directory."""
+def evaluate(data: Path, mode: str, config_path: str | None = None, limit: int | None = None,
+             calibration_out: Path | None = None) -> dict[str, Any]:
+    """Runs one mode over a file with the configured engine (embedding model, verifier,
+    target precision) on a throwaway data directory; with ``calibration_out`` (pairs mode),
+    writes the calibration measured on this file there first."""
     pairs = load_pairs(data, limit)
     config = configuration.load(config_path)
     with tempfile.TemporaryDirectory(prefix="semcached-quality-") as tmp:
@@ -195,8 +243,9 @@ def evaluate(data: Path, mode: str, config_path: str | None = None,
         config.cache.max_entries = max(config.cache.max_entries, 4 * len(pairs))
         config.cache.max_bytes = 0
 
-        async def go() -> tuple[list[Outcome], list[float]]:
-            engine = Engine.from_config(config)
+        async def go() -> dict[str, Any]:
+            # Calibrating needs no calibration yet: lookups serve at target 0 whatever it says.
+            engine = Engine.from_config(config, calibration=UNCALIBRATED if calibration_out else None)
             try:
                 if mode == "pairs":
                     outcomes = await run_pairs(engine, pairs)
@@ -204,24 +253,34 @@ def evaluate(data: Path, mode: str, config_path: str | None = None,
                 else:
                     outcomes = await run_replay(engine, pairs)
                     sample = [("replay", p.b) for p in pairs[:LATENCY_SAMPLE]]
+                if calibration_out is not None:
+                    calibrated = calibrate(outcomes, config.cache.min_similarity, engine.model_id, data.name)
+                    calibrated.save(calibration_out)
+                    engine.calibration = calibrated  # report against it
                 # Served from the embedder's work again, not a cache: lookups store nothing.
-                return outcomes, await latency_ms(engine, sample)
+                ms = await latency_ms(engine, sample)
+                return report(outcomes, ms, mode, engine, config.cache.target_precision)
             finally:
                 await engine.close()
 
-        outcomes, ms = asyncio.run(go())
-    result = report(outcomes, ms, mode, config.cache.min_similarity)
+        result = asyncio.run(go())
     result["data"] = str(data)
     result["embedding_model"] = config.embedding.model
     return result
 
 
 def format_report(result: dict[str, Any]) -> str:
+    latency = ", ".join(f"{name} p50 {v['p50']} ms p99 {v['p99']} ms" for name, v in result["latency_ms"].items())
     lines = [f"{result['mode']}: {result['lookups']} lookups, {result['duplicates']} with a duplicate cached; "
-             f"lookup p50 {result['lookup_ms_p50']} ms, p99 {result['lookup_ms_p99']} ms",
-             f"{'min_similarity':>14} {'served':>7} {'precision':>9} {'recall':>7}"]
+             f"decided by {result['knob']}",
+             f"latency: {latency}",
+             f"{'target_precision':>16} {'threshold':>9} {'served':>7} {'precision':>9} {'recall':>7}"]
     for row in result["curve"]:
-        mark = "  <- configured" if row["min_similarity"] == result["at_default"]["min_similarity"] else ""
-        lines.append(f"{row['min_similarity']:>14.2f} {row['served']:>7} {row['precision']:>9.4f} "
-                     f"{row['recall']:>7.4f}{mark}")
+        mark = "  <- configured" if row["target_precision"] == result["at_default"]["target_precision"] else ""
+        lines.append(f"{row['target_precision']:>16.2f} {row['threshold']:>9.4f} {row['served']:>7} "
+                     f"{row['precision']:>9.4f} {row['recall']:>7.4f}{mark}")
+    lines.append(f"cosine alone: {'min_similarity':>14} {'served':>7} {'precision':>9} {'recall':>7}")
+    for row in result["cosine_curve"]:
+        lines.append(f"{'':14}{row['min_similarity']:>14.2f} {row['served']:>7} {row['precision']:>9.4f} "
+                     f"{row['recall']:>7.4f}")
     return "\n".join(lines)

@@ -13,6 +13,9 @@ class LookupResult:
     kind: HitKind
     response: str = ""
     similarity: float = 0.0
+    # The verifier's probability that the cached question asks the same; 1.0 for exact
+    # hits, 0.0 when no verifier ran.
+    verifier_score: float = 0.0
     entry_id: int = 0
     matched_prompt: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
@@ -51,6 +54,7 @@ class CompletionResult:
     similarity: float = 0.0
     entry_id: int = 0
     matched_prompt: str = ""
+    verifier_score: float = 0.0
 
     @property
     def hit(self) -> bool:
@@ -58,9 +62,25 @@ class CompletionResult:
 
 
 @dataclass(frozen=True)
+class FeedbackResult:
+    """The entry's feedback so far, and its namespace's target precision now."""
+
+    right: int
+    wrong: int
+    removed: bool  # the entry was removed: wrong too often, never right
+    target_precision: float
+
+
+@dataclass(frozen=True)
 class NamespaceStats:
     entries: int
     bytes: int
+    # The target in force (configured, raised by wrong feedback) and the share of true
+    # duplicates the calibration says is still served at it.
+    target_precision: float = 0.0
+    expected_recall: float = 0.0
+    feedback_right: int = 0
+    feedback_wrong: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,3 +100,6 @@ class Stats:
     bytes: int
     max_bytes: int  # 0: unbounded
     namespaces: dict[str, NamespaceStats]
+    feedback_right: int = 0
+    feedback_wrong: int = 0
+    verifier: str = ""  # the verifier's model id, or "none"

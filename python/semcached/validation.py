@@ -58,6 +58,15 @@ def min_similarity(value: float | None) -> float | None:
     return value
 
 
+def target_precision(value: float | None) -> float | None:
+    """None: the namespace's target. 0 serves the best candidate whatever its score."""
+    if value is None:
+        return None
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise InvalidArgument(f"target_precision must be a number in [0, 1), got {value}")
+    return value
+
+
 def ttl_seconds(value: int | None) -> int | None:
     """None or 0: the server's default TTL."""
     if value is None:

@@ -83,7 +83,8 @@ def _match(result: LookupResult) -> pb.Match | None:
     if not result.hit:
         return None
     return pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
-                    similarity=result.similarity, metadata=result.metadata,
+                    similarity=result.similarity, verifier_score=result.verifier_score,
+                    metadata=result.metadata,
                     created_unix_ms=result.created_unix_ms,
                     expires_unix_ms=result.expires_unix_ms)
 
@@ -99,7 +100,8 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
     @_statuses
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
         result = await self.engine.lookup(request.namespace, request.prompt,
-                                          _optional(request, "min_similarity"))
+                                          _optional(request, "min_similarity"),
+                                          _optional(request, "target_precision"))
         return pb.LookupResponse(kind=KIND_TO_PROTO[result.kind], response=result.response,
                                  match=_match(result))
 
@@ -117,11 +119,12 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
             request.namespace, [(m.role, m.content) for m in request.messages],
             model=request.model, min_similarity=_optional(request, "min_similarity"),
             ttl_seconds=_optional(request, "ttl_seconds"),
+            target_precision=_optional(request, "target_precision"),
         )
         match = None
         if result.hit:
             match = pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
-                             similarity=result.similarity)
+                             similarity=result.similarity, verifier_score=result.verifier_score)
         usage = pb.Usage(prompt_tokens=result.usage.prompt_tokens,
                          completion_tokens=result.usage.completion_tokens,
                          total_tokens=result.usage.total_tokens)
@@ -151,6 +154,18 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
             evictions=s.evictions, expirations=s.expirations, invalidations=s.invalidations,
             upstream_calls=s.upstream_calls, upstream_errors=s.upstream_errors,
             embedding_model=s.embedding_model, bytes=s.bytes, max_bytes=s.max_bytes,
-            namespaces={k: pb.NamespaceStats(entries=v.entries, bytes=v.bytes)
+            namespaces={k: pb.NamespaceStats(entries=v.entries, bytes=v.bytes,
+                                             target_precision=v.target_precision,
+                                             expected_recall=v.expected_recall,
+                                             feedback_right=v.feedback_right,
+                                             feedback_wrong=v.feedback_wrong)
                         for k, v in s.namespaces.items()},
+            feedback_right=s.feedback_right, feedback_wrong=s.feedback_wrong, verifier=s.verifier,
         )
+
+    @_statuses
+    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        r = await self.engine.record_feedback(request.namespace, request.entry_id, request.correct,
+                                              request.prompt or None)
+        return pb.FeedbackResponse(right=r.right, wrong=r.wrong, removed=r.removed,
+                                   target_precision=r.target_precision)

@@ -19,7 +19,7 @@ HIT_KIND_EXACT: HitKind
 HIT_KIND_SEMANTIC: HitKind
 
 class Match(_message.Message):
-    __slots__ = ("entry_id", "matched_prompt", "similarity", "metadata", "created_unix_ms", "expires_unix_ms")
+    __slots__ = ("entry_id", "matched_prompt", "similarity", "verifier_score", "metadata", "created_unix_ms", "expires_unix_ms")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -30,26 +30,30 @@ class Match(_message.Message):
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     MATCHED_PROMPT_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_SCORE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     entry_id: int
     matched_prompt: str
     similarity: float
+    verifier_score: float
     metadata: _containers.ScalarMap[str, str]
     created_unix_ms: int
     expires_unix_ms: int
-    def __init__(self, entry_id: _Optional[int] = ..., matched_prompt: _Optional[str] = ..., similarity: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, entry_id: _Optional[int] = ..., matched_prompt: _Optional[str] = ..., similarity: _Optional[float] = ..., verifier_score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("namespace", "prompt", "min_similarity")
+    __slots__ = ("namespace", "prompt", "min_similarity", "target_precision")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     prompt: str
     min_similarity: float
-    def __init__(self, namespace: _Optional[str] = ..., prompt: _Optional[str] = ..., min_similarity: _Optional[float] = ...) -> None: ...
+    target_precision: float
+    def __init__(self, namespace: _Optional[str] = ..., prompt: _Optional[str] = ..., min_similarity: _Optional[float] = ..., target_precision: _Optional[float] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("kind", "response", "match")
@@ -101,7 +105,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("namespace", "messages", "model", "user", "feature", "min_similarity", "ttl_seconds")
+    __slots__ = ("namespace", "messages", "model", "user", "feature", "min_similarity", "ttl_seconds", "target_precision")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +113,7 @@ class CompleteRequest(_message.Message):
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     model: str
@@ -116,7 +121,8 @@ class CompleteRequest(_message.Message):
     feature: str
     min_similarity: float
     ttl_seconds: int
-    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., min_similarity: _Optional[float] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    target_precision: float
+    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., min_similarity: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., target_precision: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -162,20 +168,52 @@ class InvalidateResponse(_message.Message):
     removed: int
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
 
+class FeedbackRequest(_message.Message):
+    __slots__ = ("namespace", "entry_id", "prompt", "correct")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    entry_id: int
+    prompt: str
+    correct: bool
+    def __init__(self, namespace: _Optional[str] = ..., entry_id: _Optional[int] = ..., prompt: _Optional[str] = ..., correct: _Optional[bool] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("right", "wrong", "removed", "target_precision")
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    WRONG_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    right: int
+    wrong: int
+    removed: bool
+    target_precision: float
+    def __init__(self, right: _Optional[int] = ..., wrong: _Optional[int] = ..., removed: _Optional[bool] = ..., target_precision: _Optional[float] = ...) -> None: ...
+
 class StatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class NamespaceStats(_message.Message):
-    __slots__ = ("entries", "bytes")
+    __slots__ = ("entries", "bytes", "target_precision", "expected_recall", "feedback_right", "feedback_wrong")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_RECALL_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_WRONG_FIELD_NUMBER: _ClassVar[int]
     entries: int
     bytes: int
-    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+    target_precision: float
+    expected_recall: float
+    feedback_right: int
+    feedback_wrong: int
+    def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., target_precision: _Optional[float] = ..., expected_recall: _Optional[float] = ..., feedback_right: _Optional[int] = ..., feedback_wrong: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("entries", "max_entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "invalidations", "upstream_calls", "upstream_errors", "embedding_model", "namespaces", "bytes", "max_bytes")
+    __slots__ = ("entries", "max_entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "invalidations", "upstream_calls", "upstream_errors", "embedding_model", "namespaces", "bytes", "max_bytes", "feedback_right", "feedback_wrong", "verifier")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +236,9 @@ class StatsResponse(_message.Message):
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_WRONG_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_FIELD_NUMBER: _ClassVar[int]
     entries: int
     max_entries: int
     exact_hits: int
@@ -213,4 +254,7 @@ class StatsResponse(_message.Message):
     namespaces: _containers.MessageMap[str, NamespaceStats]
     bytes: int
     max_bytes: int
-    def __init__(self, entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., invalidations: _Optional[int] = ..., upstream_calls: _Optional[int] = ..., upstream_errors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., namespaces: _Optional[_Mapping[str, NamespaceStats]] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+    feedback_right: int
+    feedback_wrong: int
+    verifier: str
+    def __init__(self, entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., invalidations: _Optional[int] = ..., upstream_calls: _Optional[int] = ..., upstream_errors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., namespaces: _Optional[_Mapping[str, NamespaceStats]] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., feedback_right: _Optional[int] = ..., feedback_wrong: _Optional[int] = ..., verifier: _Optional[str] = ...) -> None: ...

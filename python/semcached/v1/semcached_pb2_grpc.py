@@ -59,6 +59,11 @@ class SemanticCacheStub:
                 request_serializer=semcached_dot_v1_dot_semcached__pb2.StatsRequest.SerializeToString,
                 response_deserializer=semcached_dot_v1_dot_semcached__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/semcached.v1.SemanticCache/Feedback',
+                request_serializer=semcached_dot_v1_dot_semcached__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=semcached_dot_v1_dot_semcached__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class SemanticCacheServicer:
@@ -98,6 +103,16 @@ class SemanticCacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Tells the cache whether a served hit was right. Wrong reports make the entry refuse
+        questions like the one it was wrongly served for, remove it after repeated wrong
+        reports, and raise the namespace's target precision while its observed precision
+        falls short of the target.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SemanticCacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +140,11 @@ def add_SemanticCacheServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=semcached_dot_v1_dot_semcached__pb2.StatsRequest.FromString,
                     response_serializer=semcached_dot_v1_dot_semcached__pb2.StatsResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=semcached_dot_v1_dot_semcached__pb2.FeedbackRequest.FromString,
+                    response_serializer=semcached_dot_v1_dot_semcached__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +282,33 @@ class SemanticCache:
             '/semcached.v1.SemanticCache/Stats',
             semcached_dot_v1_dot_semcached__pb2.StatsRequest.SerializeToString,
             semcached_dot_v1_dot_semcached__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semcached.v1.SemanticCache/Feedback',
+            semcached_dot_v1_dot_semcached__pb2.FeedbackRequest.SerializeToString,
+            semcached_dot_v1_dot_semcached__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,160 @@
+"""The hit decision: calibration arithmetic, the shipped verifier on near misses and
+paraphrases, and feedback (refusals, removal, namespace targets, restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from semcached import config as configuration
+from semcached.engine import Engine
+from semcached.errors import InvalidArgument, NotFound
+from semcached.verifier import Calibration, Point, curve
+
+# Cosine 0.995 apart, opposite questions: a threshold cannot separate them.
+NEAR_MISS_CACHED = "How do I convert Celsius to Fahrenheit?"
+NEAR_MISS_ASKED = "How do I convert Fahrenheit to Celsius?"
+
+
+def test_curve_gives_precision_and_recall_at_each_cut() -> None:
+    scored = [(0.9, True), (0.8, True), (0.7, False), (0.6, True), (0.5, False)]
+    points = curve(scored, duplicates=4)
+    assert [(p.threshold, p.precision, p.recall, p.served) for p in points] == [
+        (0.9, 1.0, 0.25, 1), (0.8, 1.0, 0.5, 2), (0.7, 0.6667, 0.5, 3),
+        (0.6, 0.75, 0.75, 4), (0.5, 0.6, 0.75, 5)]
+
+
+def test_setting_catches_the_most_at_the_target_and_is_strictest_when_out_of_reach() -> None:
+    points = [Point(0.9, 0.99, 0.10, 100), Point(0.7, 0.95, 0.30, 300), Point(0.5, 0.90, 0.50, 500),
+              Point(0.3, 0.97, 0.05, 10)]  # too few served to trust, however precise
+    calibration = Calibration({"verifier": points, "cosine": points}, 0.8, "m", "d")
+    assert calibration.setting("verifier", 0.95).threshold == 0.7
+    assert calibration.setting("verifier", 0.90).threshold == 0.5
+    assert calibration.setting("verifier", 0.995).threshold == 0.9  # unreachable: strictest
+    assert calibration.setting("verifier", 0.0).threshold == 0.0  # serve the best candidate
+
+
+@pytest.fixture
+def engine_config(tmp_path: Path) -> configuration.Config:
+    config = configuration.load(None, environ={})
+    config.server.data_dir = str(tmp_path / "data")
+    return config
+
+
+def run_engine(config: configuration.Config, body: Callable[[Engine], Awaitable[None]]) -> None:
+    async def run() -> None:
+        engine = Engine.from_config(config)
+        try:
+            await body(engine)
+        finally:
+            await engine.close()
+
+    asyncio.run(run())
+
+
+def test_the_verifier_refuses_a_near_miss_that_cosine_would_serve(engine_config: configuration.Config) -> None:
+    async def body(engine: Engine) -> None:
+        await engine.store_entry("ns", NEAR_MISS_CACHED, "F = C × 9/5 + 32")
+        await engine.store_entry("sums", "What is 2+3?", "5")
+        await engine.store_entry("ns", "How do I reset my password?", "Settings")
+        for namespace, asked in (("ns", NEAR_MISS_ASKED), ("sums", "What is 2+4?")):
+            forced = await engine.lookup(namespace, asked, target_precision=0.0)
+            assert forced.hit and forced.similarity >= 0.8  # above the candidate floor
+            assert forced.verifier_score < 0.5
+            assert (await engine.lookup(namespace, asked)).kind == "miss"
+        paraphrase = await engine.lookup("ns", "what's the way to reset my password")
+        assert (paraphrase.kind, paraphrase.response) == ("semantic", "Settings")
+        assert paraphrase.verifier_score > 0.5
+        exact = await engine.lookup("sums", "what is 2+3?")
+        assert (exact.kind, exact.verifier_score) == ("exact", 1.0)
+        stats = (await engine.stats()).namespaces["ns"]
+        assert stats.target_precision == 0.95 and 0 < stats.expected_recall < 1
+
+    run_engine(engine_config, body)
+
+
+def test_wrong_feedback_stops_a_near_miss_pattern_and_survives_a_restart(
+        engine_config: configuration.Config) -> None:
+    ids: dict[str, int] = {}
+
+    async def report(engine: Engine) -> None:
+        ids["entry"] = (await engine.store_entry("ns", NEAR_MISS_CACHED, "F = C × 9/5 + 32")).entry_id
+        # Served on request whatever the verifier says, until feedback says it is wrong.
+        served = await engine.lookup("ns", NEAR_MISS_ASKED, target_precision=0.0)
+        assert served.entry_id == ids["entry"]
+        result = await engine.record_feedback("ns", ids["entry"], False, NEAR_MISS_ASKED)
+        assert (result.right, result.wrong, result.removed) == (0, 1, False)
+        for asked in (NEAR_MISS_ASKED, "how can I convert fahrenheit into celsius?"):
+            assert (await engine.lookup("ns", asked, target_precision=0.0)).kind == "miss"
+        # Questions nearer the entry's own than the wrong one are still served.
+        assert (await engine.lookup("ns", "how do i convert celsius into fahrenheit", target_precision=0.0)).hit
+        assert (await engine.lookup("ns", NEAR_MISS_CACHED)).kind == "exact"
+        stats = await engine.stats()
+        assert (stats.feedback_wrong, stats.namespaces["ns"].feedback_wrong) == (1, 1)
+
+    async def after_restart(engine: Engine) -> None:
+        assert (await engine.lookup("ns", NEAR_MISS_ASKED, target_precision=0.0)).kind == "miss"
+        assert (await engine.stats()).feedback_wrong == 1
+
+    run_engine(engine_config, report)
+    log = Path(engine_config.server.data_dir) / "feedback.log"
+    with open(log, "a") as f:
+        f.write('{"namespace": "ns", "entry_id": 1')  # a write a crash cut short
+    run_engine(engine_config, after_restart)
+    assert log.read_text().endswith("}\n")  # the torn line was dropped
+
+
+def test_repeated_wrong_feedback_removes_the_entry_and_raises_the_namespace_target(
+        engine_config: configuration.Config) -> None:
+    async def body(engine: Engine) -> None:
+        entry = (await engine.store_entry("ns", "Who wrote Hamlet?", "Shakespeare")).entry_id
+        other = (await engine.store_entry("ns", "Who painted the Mona Lisa?", "Leonardo")).entry_id
+        for i, asked in enumerate(("Who wrote Macbeth?", "Who wrote Othello?", "Who wrote Faust?")):
+            result = await engine.record_feedback("ns", entry, False, asked)
+            assert result.removed == (i == 2)
+        assert engine.store.get(entry) is None
+        with pytest.raises(NotFound, match="no entry"):
+            await engine.record_feedback("ns", entry, True)
+        for _ in range(7):  # 10 reports, 3 right: far below the 0.95 target
+            result = await engine.record_feedback("ns", other, True)
+        assert result.target_precision > 0.95
+        assert (await engine.stats()).namespaces["ns"].target_precision == result.target_precision
+        # Another namespace keeps its own target.
+        await engine.store_entry("calm", "Who wrote Hamlet?", "Shakespeare")
+        assert (await engine.stats()).namespaces["calm"].target_precision == 0.95
+
+    run_engine(engine_config, body)
+
+
+def test_bad_feedback_is_refused(engine_config: configuration.Config) -> None:
+    async def body(engine: Engine) -> None:
+        entry = (await engine.store_entry("ns", "Who wrote Hamlet?", "Shakespeare")).entry_id
+        with pytest.raises(InvalidArgument, match="needs the prompt"):
+            await engine.record_feedback("ns", entry, False)
+        with pytest.raises(InvalidArgument, match="entry_id must be positive"):
+            await engine.record_feedback("ns", 0, True)
+        with pytest.raises(NotFound):
+            await engine.record_feedback("other", entry, True)  # namespaces are walls
+        with pytest.raises(InvalidArgument, match="target_precision"):
+            await engine.lookup("ns", "x", target_precision=1.0)
+
+    run_engine(engine_config, body)
+
+
+def test_verifier_off_decides_by_the_cosine_calibration(engine_config: configuration.Config) -> None:
+    engine_config.cache.verifier = "none"
+
+    async def body(engine: Engine) -> None:
+        assert engine.verifier is None
+        await engine.store_entry("ns", "How do I reset my password?", "Settings")
+        forced = await engine.lookup("ns", "what's the way to reset my password", target_precision=0.0)
+        assert forced.hit and forced.verifier_score == 0.0
+        threshold = engine.calibration.setting("cosine", 0.95).threshold
+        strict = await engine.lookup("ns", "what's the way to reset my password")
+        assert strict.hit == (forced.similarity >= threshold)
+        assert (await engine.stats()).verifier == "none"
+
+    run_engine(engine_config, body)
