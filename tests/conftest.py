@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fake_openai import API_KEY, FakeOpenAI
+from fake_llm import ANTHROPIC_KEY, API_KEY, FakeLLM
 from semcached import Client
 
 _names = itertools.count()
@@ -30,25 +30,55 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def routing_config(provider_url: str) -> str:
+    """Two providers on the fake (OpenAI-compatible at provider_url, Anthropic beside it),
+    tiers over them, and quick backoff and breaker settings so the tests run fast."""
+    anthropic_url = provider_url.removesuffix("/v1")
+    return f"""
+[cache]
+expire_interval_ms = 100
+[providers.fake]
+kind = "openai"
+base_url = "{provider_url}"
+api_key_env = "FAKE_OPENAI_KEY"
+timeout_seconds = 3.0
+[providers.fake-claude]
+kind = "anthropic"
+base_url = "{anthropic_url}"
+api_key_env = "FAKE_ANTHROPIC_KEY"
+timeout_seconds = 3.0
+[tiers]
+cheap = ["fake/llama-3.1-8b"]
+standard = ["fake/gpt-4o-mini"]
+hard = ["fake/gpt-4o", "fake-claude/claude-sonnet"]
+code = ["fake-claude/claude-sonnet", "fake/gpt-4o"]
+flaky = ["fake/down-model", "fake-claude/claude-haiku"]
+limited = ["fake/ratelimited-model", "fake-claude/claude-haiku"]
+[routing]
+backoff_initial_ms = 20
+backoff_max_ms = 200
+breaker_failures = 3
+breaker_cooldown_seconds = 2.0
+"""
+
+
 class ServerProcess:
-    def __init__(self, tmp: Path, provider_url: str, config: str = "",
+    def __init__(self, tmp: Path, provider_url: str | None, config: str = "",
                  env: dict[str, str] | None = None, data_dir: Path | None = None) -> None:
+        """``provider_url`` None: the embedded provider and tier defaults."""
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.data_dir = data_dir or tmp / "data"
         config_file = tmp / "semcached.toml"
-        config_file.write_text(
-            "[cache]\nexpire_interval_ms = 100\n"
-            f"[provider]\nbase_url = \"{provider_url}\"\ntimeout_seconds = 3.0\nmax_retries = 0\n"
-            + config)
+        config_file.write_text((routing_config(provider_url) if provider_url else "") + config)
         self.log = tmp / "server.log"
         self._log_file = open(self.log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "semcached", "serve", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--config", str(config_file)],
             stdout=self._log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "OPENAI_API_KEY": API_KEY, **(env or {})},
+            env={**os.environ, "FAKE_OPENAI_KEY": API_KEY, "FAKE_ANTHROPIC_KEY": ANTHROPIC_KEY, **(env or {})},
         )
         try:
             self.wait_serving()
@@ -86,15 +116,15 @@ class ServerProcess:
 
 
 @pytest.fixture(scope="session")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
+def fake_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM()
     yield fake
     fake.close()
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("server"), fake_openai.base_url)
+def server(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeLLM) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("server"), fake_llm.base_url)
     yield proc
     proc.stop()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
-from fake_openai import FakeOpenAI
+from fake_llm import FakeLLM
 from semcached import Client
 from semcached import config as configuration
 from semcached.config import ConfigError
@@ -99,8 +99,8 @@ def test_second_server_on_the_same_data_dir_is_refused(server: ServerProcess) ->
     assert f"data directory {server.data_dir} is in use by semcached pid {server.proc.pid}" in result.stderr
 
 
-def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    proc = ServerProcess(tmp_path, fake_openai.base_url)
+def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    proc = ServerProcess(tmp_path, fake_llm.base_url)
     outcome: dict[str, object] = {}
 
     def slow_call() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
-from fake_openai import FakeOpenAI
+from fake_llm import FakeLLM
 from semcached import Client, SemcachedError, _core
 
 
@@ -20,8 +20,8 @@ def restart(old: ServerProcess, tmp_path: Path, provider_url: str) -> ServerProc
     return ServerProcess(tmp_path, provider_url, data_dir=old.data_dir)
 
 
-def test_kill_9_under_load_loses_no_acknowledged_store(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    server = ServerProcess(tmp_path / "a", fake_openai.base_url)
+def test_kill_9_under_load_loses_no_acknowledged_store(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    server = ServerProcess(tmp_path / "a", fake_llm.base_url)
     acknowledged: dict[str, int] = {}
     stop = threading.Event()
 
@@ -47,7 +47,7 @@ def test_kill_9_under_load_loses_no_acknowledged_store(tmp_path: Path, fake_open
         w.join()
     assert len(acknowledged) > 20, "the load did not get going"
 
-    again = restart(server, tmp_path / "b", fake_openai.base_url)
+    again = restart(server, tmp_path / "b", fake_llm.base_url)
     try:
         with Client(again.target, namespace="durable") as c:
             for prompt, entry_id in acknowledged.items():
@@ -61,8 +61,8 @@ def test_kill_9_under_load_loses_no_acknowledged_store(tmp_path: Path, fake_open
         server.stop()
 
 
-def test_restart_keeps_entries_drops_expired_and_reuses_a_snapshot(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    server = ServerProcess(tmp_path / "a", fake_openai.base_url)
+def test_restart_keeps_entries_drops_expired_and_reuses_a_snapshot(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    server = ServerProcess(tmp_path / "a", fake_llm.base_url)
     with Client(server.target) as c:
         kept = c.store("How do I reset my password?", "Settings → Security → Reset.")
         c.store("Is the office open today?", "Yes, until 6pm.", ttl_seconds=1)
@@ -71,7 +71,7 @@ def test_restart_keeps_entries_drops_expired_and_reuses_a_snapshot(tmp_path: Pat
     assert server.stop() == 0  # clean shutdown writes a snapshot
     assert (server.data_dir / "snapshot.bin").is_file()
     time.sleep(1.1)
-    again = restart(server, tmp_path / "b", fake_openai.base_url)
+    again = restart(server, tmp_path / "b", fake_llm.base_url)
     try:
         with Client(again.target) as c:
             r = c.lookup("what's the way to reset my password")
@@ -83,8 +83,8 @@ def test_restart_keeps_entries_drops_expired_and_reuses_a_snapshot(tmp_path: Pat
         again.stop()
 
 
-def test_torn_log_tail_is_dropped_with_a_warning(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    server = ServerProcess(tmp_path / "a", fake_openai.base_url)
+def test_torn_log_tail_is_dropped_with_a_warning(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    server = ServerProcess(tmp_path / "a", fake_llm.base_url)
     with Client(server.target) as c:
         c.store("What is our refund window?", "30 days.")
     server.proc.send_signal(signal.SIGKILL)  # no shutdown snapshot: the log holds the entry
@@ -92,7 +92,7 @@ def test_torn_log_tail_is_dropped_with_a_warning(tmp_path: Path, fake_openai: Fa
     segment = sorted(server.data_dir.glob("wal-*.log"))[-1]
     with open(segment, "ab") as f:
         f.write(b"\x40\x00\x00\x00torn")
-    again = restart(server, tmp_path / "b", fake_openai.base_url)
+    again = restart(server, tmp_path / "b", fake_llm.base_url)
     try:
         with Client(again.target) as c:
             assert c.lookup("What is our refund window?").response == "30 days."
@@ -102,8 +102,8 @@ def test_torn_log_tail_is_dropped_with_a_warning(tmp_path: Path, fake_openai: Fa
         again.stop()
 
 
-def test_corrupt_snapshot_is_refused_with_exit_2(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
-    server = ServerProcess(tmp_path / "a", fake_openai.base_url)
+def test_corrupt_snapshot_is_refused_with_exit_2(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    server = ServerProcess(tmp_path / "a", fake_llm.base_url)
     with Client(server.target) as c:
         c.store("What is our refund window?", "30 days.")
     server.stop()
@@ -112,7 +112,7 @@ def test_corrupt_snapshot_is_refused_with_exit_2(tmp_path: Path, fake_openai: Fa
     data[-10] ^= 0xFF
     snapshot.write_bytes(bytes(data))
     with pytest.raises(RuntimeError, match="exited 2"):
-        restart(server, tmp_path / "b", fake_openai.base_url)
+        restart(server, tmp_path / "b", fake_llm.base_url)
     assert "snapshot.bin is corrupt" in (tmp_path / "b" / "server.log").read_text()
 
 

@@ -7,8 +7,9 @@ both turn gRPC errors into the exceptions of semcached.errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, TypedDict, Unpack
 
 import grpc
 
@@ -33,6 +34,43 @@ _KIND: dict[int, HitKind] = {pb.HIT_KIND_EXACT: "exact", pb.HIT_KIND_SEMANTIC: "
 Messages = Iterable[Mapping[str, str]]
 
 
+class CompleteOptions(TypedDict, total=False):
+    """Keyword arguments of complete and complete_stream (all optional)."""
+
+    model: str  # "<provider>/<model>"; or
+    tier: str  # a configured tier; neither: the classifier picks
+    user: str  # who asked and for which feature (accounting)
+    feature: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    tools: list[dict[str, Any]]
+    response_format: dict[str, Any]
+    no_cache: bool
+    no_store: bool
+    ttl_seconds: int
+    max_age_seconds: int
+    min_similarity: float
+    target_precision: float
+    cache_high_temperature: bool
+
+
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "model": "", "tier": "", "user": "", "feature": "", "temperature": None, "top_p": None,
+    "max_tokens": None, "tools": None, "response_format": None, "no_cache": False, "no_store": False,
+    "ttl_seconds": None, "max_age_seconds": None, "min_similarity": None, "target_precision": None,
+    "cache_high_temperature": False,
+}
+
+
+def _options(given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(given) - set(_OPTION_DEFAULTS)
+    if unknown:
+        raise InvalidArgument(f"unknown option(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(_OPTION_DEFAULTS)}")
+    return {**_OPTION_DEFAULTS, **given}
+
+
 # -- requests: validated here, with the server's rules --------------------------------
 
 def _lookup_request(namespace: str, prompt: str, min_similarity: float | None,
@@ -52,21 +90,28 @@ def _store_request(namespace: str, prompt: str, response: str, ttl_seconds: int 
                            metadata=validation.metadata(metadata or {}))
 
 
-def _complete_request(namespace: str, messages: Messages, model: str, user: str, feature: str,
-                      min_similarity: float | None, ttl_seconds: int | None,
-                      target_precision: float | None) -> pb.CompleteRequest:
+def _complete_request(namespace: str, messages: Messages, options: dict[str, Any]) -> pb.CompleteRequest:
+    """``options``: the keyword arguments of Client.complete besides messages and namespace."""
     pairs = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
             raise InvalidArgument(f"messages[{i}] must be a mapping with 'role' and 'content'")
         pairs.append((m["role"], m["content"]))
     validation.messages(pairs)
+    o = dict(options)
+    validation.sampling(o["temperature"], o["top_p"], o["max_tokens"])
+    if o["model"] and o["tier"]:
+        raise InvalidArgument("name a model or a tier, not both")
+    tools, response_format = o.pop("tools"), o.pop("response_format")
     return pb.CompleteRequest(
         namespace=validation.namespace(namespace),
-        messages=[pb.Message(role=r, content=c) for r, c in pairs], model=model, user=user,
-        feature=feature, min_similarity=validation.min_similarity(min_similarity),
-        ttl_seconds=validation.ttl_seconds(ttl_seconds),
-        target_precision=validation.target_precision(target_precision))
+        messages=[pb.Message(role=r, content=c) for r, c in pairs],
+        tools_json=json.dumps(tools) if tools is not None else "",
+        response_format_json=json.dumps(response_format) if response_format is not None else "",
+        **{**o, "min_similarity": validation.min_similarity(o["min_similarity"]),
+           "ttl_seconds": validation.ttl_seconds(o["ttl_seconds"]),
+           "max_age_seconds": validation.max_age_seconds(o["max_age_seconds"]),
+           "target_precision": validation.target_precision(o["target_precision"])})
 
 
 def _feedback_request(namespace: str, entry_id: int, correct: bool, prompt: str | None) -> pb.FeedbackRequest:
@@ -113,7 +158,8 @@ def _completion_result(r: pb.CompleteResponse) -> CompletionResult:
         usage=Usage(r.usage.prompt_tokens, r.usage.completion_tokens),
         finish_reason=r.finish_reason, similarity=r.match.similarity,
         entry_id=r.match.entry_id, matched_prompt=r.match.matched_prompt,
-        verifier_score=r.match.verifier_score)
+        verifier_score=r.match.verifier_score, tier=r.tier, route_reason=r.route_reason,
+        attempts=r.attempts)
 
 
 def _feedback_result(r: pb.FeedbackResponse) -> FeedbackResult:
@@ -166,13 +212,25 @@ class Client:
         request = _store_request(namespace or self.namespace, prompt, response, ttl_seconds, metadata)
         return _store_result(self._call(self._stub.Store, request))
 
-    def complete(self, messages: Messages, *, model: str = "", user: str = "", feature: str = "",
-                 namespace: str | None = None, min_similarity: float | None = None,
-                 ttl_seconds: int | None = None,
-                 target_precision: float | None = None) -> CompletionResult:
-        request = _complete_request(namespace or self.namespace, messages, model, user, feature,
-                                    min_similarity, ttl_seconds, target_precision)
+    def complete(self, messages: Messages, *, namespace: str | None = None,
+                 **options: Unpack[CompleteOptions]) -> CompletionResult:
+        """An answer from the cache or the routed model; see CompleteOptions."""
+        request = _complete_request(namespace or self.namespace, messages, _options(options))
         return _completion_result(self._call(self._stub.Complete, request))
+
+    def complete_stream(self, messages: Messages, *, namespace: str | None = None,
+                        **options: Unpack[CompleteOptions]) -> Iterator[str | CompletionResult]:
+        """Text pieces as they arrive, then the CompletionResult. Stop iterating (or
+        close the generator) to cancel the call and the upstream request."""
+        request = _complete_request(namespace or self.namespace, messages, _options(options))
+        call = self._stub.CompleteStream(request, timeout=self.timeout)
+        try:
+            for chunk in call:
+                yield _completion_result(chunk.done) if chunk.HasField("done") else chunk.delta
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        finally:
+            call.cancel()
 
     def invalidate(self, *, entry_id: int | None = None, prompt: str | None = None,
                    all: bool = False, namespace: str | None = None) -> int:
@@ -226,14 +284,22 @@ class AsyncClient:
         request = _store_request(namespace or self.namespace, prompt, response, ttl_seconds, metadata)
         return _store_result(await self._call(self._stub.Store, request))
 
-    async def complete(self, messages: Messages, *, model: str = "", user: str = "",
-                       feature: str = "", namespace: str | None = None,
-                       min_similarity: float | None = None,
-                       ttl_seconds: int | None = None,
-                       target_precision: float | None = None) -> CompletionResult:
-        request = _complete_request(namespace or self.namespace, messages, model, user, feature,
-                                    min_similarity, ttl_seconds, target_precision)
+    async def complete(self, messages: Messages, *, namespace: str | None = None,
+                       **options: Unpack[CompleteOptions]) -> CompletionResult:
+        request = _complete_request(namespace or self.namespace, messages, _options(options))
         return _completion_result(await self._call(self._stub.Complete, request))
+
+    async def complete_stream(self, messages: Messages, *, namespace: str | None = None,
+                              **options: Unpack[CompleteOptions]) -> AsyncIterator[str | CompletionResult]:
+        request = _complete_request(namespace or self.namespace, messages, _options(options))
+        call = self._stub.CompleteStream(request, timeout=self.timeout)
+        try:
+            async for chunk in call:
+                yield _completion_result(chunk.done) if chunk.HasField("done") else chunk.delta
+        except grpc.RpcError as e:
+            raise _error(e) from None
+        finally:
+            call.cancel()
 
     async def invalidate(self, *, entry_id: int | None = None, prompt: str | None = None,
                          all: bool = False, namespace: str | None = None) -> int:

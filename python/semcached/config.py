@@ -85,15 +85,55 @@ class EmbeddingConfig:
 
 
 @dataclass
-class ProviderConfig:
-    # Empty: the SDK's default, or OPENAI_BASE_URL when set.
+class ProviderSettings:
+    """One [providers.<name>] table."""
+
+    kind: str = "openai"  # openai (any OpenAI-compatible endpoint) | anthropic
+    # Empty: the SDK's default (for openai: OPENAI_BASE_URL when set, else api.openai.com).
     base_url: str = ""
-    # The environment variable that holds the API key (never logged).
-    api_key_env: str = "OPENAI_API_KEY"
-    default_model: str = "gpt-4o-mini"
+    # The environment variable holding the key (never logged); empty: no key needed.
+    api_key_env: str = ""
     timeout_seconds: float = 60.0
-    # SDK retries on connection errors, 408/409/429 and 5xx, with backoff.
-    max_retries: int = 2
+    max_concurrency: int = 64
+
+
+def default_providers() -> dict[str, ProviderSettings]:
+    return {
+        "openai": ProviderSettings("openai", "", "OPENAI_API_KEY"),
+        "groq": ProviderSettings("openai", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+        "anthropic": ProviderSettings("anthropic", "", "ANTHROPIC_API_KEY"),
+    }
+
+
+def default_tiers() -> dict[str, list[str]]:
+    """Each tier: "<provider>/<model>" entries, the primary first, then its fallbacks.
+    Common practice: an 8B open model for cheap questions, a small fast model for the
+    rest, a frontier model for reasoning and code."""
+    return {
+        "cheap": ["groq/llama-3.1-8b-instant", "openai/gpt-4o-mini"],
+        "standard": ["openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest"],
+        "hard": ["openai/gpt-4o", "anthropic/claude-3-5-sonnet-latest"],
+        "code": ["anthropic/claude-3-5-sonnet-latest", "openai/gpt-4o"],
+    }
+
+
+@dataclass
+class RoutingConfig:
+    # The tier for questions no rule or exemplar claims, and for classifier = "off".
+    default_tier: str = "standard"
+    # "rules+embedding" | "rules" | "off".
+    classifier: str = "rules+embedding"
+    # JSON lines {"text", "tier"} added to the shipped exemplars.
+    exemplars: str = ""
+    # Attempts on one model (first try included) before moving to its fallback.
+    max_attempts: int = 3
+    backoff_initial_ms: int = 200
+    backoff_max_ms: int = 5000
+    # Consecutive failures that open a model's circuit, and how long it stays open.
+    breaker_failures: int = 5
+    breaker_cooldown_seconds: float = 30.0
+    # Requests sampling hotter than this bypass the cache unless they opt in.
+    max_cacheable_temperature: float = 1.0
 
 
 @dataclass
@@ -110,7 +150,12 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
-    provider: ProviderConfig = field(default_factory=ProviderConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    # [providers.<name>] and [tiers] tables; a file that has one replaces the defaults.
+    providers: dict[str, ProviderSettings] = field(default_factory=default_providers)
+    tiers: dict[str, list[str]] = field(default_factory=default_tiers)
+    # Providers named in the file: starting without their key is an error.
+    required_providers: set[str] = field(default_factory=set)
     # Per-namespace bounds, from [namespaces.<name>] tables of the file.
     namespaces: dict[str, NamespaceSettings] = field(default_factory=dict)
 
@@ -152,9 +197,38 @@ class Config:
                  "must be 'mean' or 'cls'")
         _require(self.embedding.threads >= 0, "embedding.threads", "must not be negative")
         _require(self.embedding.max_tokens >= 8, "embedding.max_tokens", "must be at least 8")
-        _require(self.provider.timeout_seconds > 0, "provider.timeout_seconds", "must be positive")
-        _require(self.provider.max_retries >= 0, "provider.max_retries", "must not be negative")
+        self._validate_routing()
         return self
+
+
+    def _validate_routing(self) -> None:
+        r = self.routing
+        for name, p in self.providers.items():
+            _require(p.kind in ("openai", "anthropic"), f"providers.{name}.kind",
+                     "must be 'openai' or 'anthropic'")
+            _require(p.timeout_seconds > 0, f"providers.{name}.timeout_seconds", "must be positive")
+            _require(p.max_concurrency >= 1, f"providers.{name}.max_concurrency", "must be at least 1")
+        for tier, models in self.tiers.items():
+            _require(bool(models), f"tiers.{tier}", "must list at least one \"<provider>/<model>\"")
+            for entry in models:
+                provider, _, model = entry.partition("/")
+                _require(bool(model), f"tiers.{tier}", f"entry {entry!r} must be \"<provider>/<model>\"")
+                _require(provider in self.providers, f"tiers.{tier}",
+                         f"names provider {provider!r}, which is not configured "
+                         f"(configured: {', '.join(self.providers) or 'none'})")
+        _require(r.default_tier in self.tiers, "routing.default_tier",
+                 f"must be one of the tiers ({', '.join(self.tiers) or 'none'})")
+        _require(r.classifier in ("rules+embedding", "rules", "off"), "routing.classifier",
+                 "must be 'rules+embedding', 'rules' or 'off'")
+        _require(not r.exemplars or Path(r.exemplars).expanduser().is_file(), "routing.exemplars",
+                 "must be empty or an existing JSON lines file")
+        _require(r.max_attempts >= 1, "routing.max_attempts", "must be at least 1")
+        _require(0 < r.backoff_initial_ms <= r.backoff_max_ms, "routing.backoff_initial_ms",
+                 "must be positive and at most routing.backoff_max_ms")
+        _require(r.breaker_failures >= 1, "routing.breaker_failures", "must be at least 1")
+        _require(r.breaker_cooldown_seconds > 0, "routing.breaker_cooldown_seconds", "must be positive")
+        _require(not math.isnan(r.max_cacheable_temperature) and r.max_cacheable_temperature >= 0,
+                 "routing.max_cacheable_temperature", "must not be negative")
 
 
 def _is_precision(value: float) -> bool:
@@ -183,8 +257,11 @@ def load(path: str | os.PathLike[str] | None = None,
     return config.validate()
 
 
+_TABLES = ("namespaces", "providers", "tiers", "required_providers")
+
+
 def _sections(config: Config) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in fields(config) if f.name != "namespaces"}
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _TABLES}
 
 
 def _apply_file(config: Config, data: dict[str, Any], where: str) -> None:
@@ -192,6 +269,12 @@ def _apply_file(config: Config, data: dict[str, Any], where: str) -> None:
     for name, values in data.items():
         if name == "namespaces" and isinstance(values, dict):
             _apply_namespaces(config, values, where)
+            continue
+        if name == "providers" and isinstance(values, dict):
+            _apply_providers(config, values, where)
+            continue
+        if name == "tiers" and isinstance(values, dict):
+            _apply_tiers(config, values, where)
             continue
         if name not in sections:
             raise ConfigError(f"{where}: unknown section [{name}]; known: {', '.join(sections)}")
@@ -212,6 +295,27 @@ def _apply_namespaces(config: Config, tables: dict[str, Any], where: str) -> Non
         limits = config.namespaces.setdefault(name, NamespaceSettings())
         for key, value in values.items():
             _set(limits, f"namespaces.{name}", key, value, where)
+
+
+def _apply_providers(config: Config, tables: dict[str, Any], where: str) -> None:
+    config.providers = {}
+    for name, values in tables.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: [providers.{name}] must be a table")
+        if "/" in name or not name:
+            raise ConfigError(f"{where}: [providers.{name}]: a provider name cannot contain '/'")
+        settings = config.providers[name] = ProviderSettings()
+        for key, value in values.items():
+            _set(settings, f"providers.{name}", key, value, where)
+        config.required_providers.add(name)
+
+
+def _apply_tiers(config: Config, table: dict[str, Any], where: str) -> None:
+    config.tiers = {}
+    for tier, models in table.items():
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ConfigError(f"{where}: tiers.{tier} must be a list of \"<provider>/<model>\" strings")
+        config.tiers[tier] = list(models)
 
 
 def _apply_env(config: Config, environ: Mapping[str, str]) -> None:
@@ -262,7 +366,8 @@ def replace(config: Config, **overrides: Any) -> Config:
             continue
         name, key = dotted.split("__")
         _set(sections[name], name, key, value, "command line")
-    return Config(**sections, namespaces=dict(config.namespaces)).validate()
+    return Config(**sections, namespaces=dict(config.namespaces), providers=dict(config.providers),
+                  tiers=dict(config.tiers), required_providers=set(config.required_providers)).validate()
 
 
 def data_dir(config: Config) -> Path:

@@ -1,4 +1,4 @@
-"""The request flow: exact tier, semantic tier, and on a miss for Complete the provider.
+"""The cache's request flow: exact tier, semantic tier (search, verifier, feedback).
 
 Usable in-process without a server. The engine validates its inputs (the server's
 servicer only translates), keeps the vector indexes in step with the entry store, and
@@ -28,7 +28,6 @@ from semcached.errors import InvalidArgument, NotFound, SemcachedError, Unavaila
 from semcached.feedback import Feedback
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
-from semcached.provider import Answer, Provider
 from semcached.verifier import Calibration, Verifier
 from semcached.results import (
     CompletionResult,
@@ -52,34 +51,34 @@ PARTITION_SEPARATOR = "#"
 
 
 @dataclass(frozen=True)
-class _Decision:
+class Decision:
     """How one lookup decides: candidates need ``min_similarity``; a hit needs the
-    verifier's score (or, with the verifier off, the cosine) at ``threshold`` or above."""
+    verifier's score (or, with the verifier off, the cosine) at ``threshold`` or above,
+    and an entry created at ``min_created_ms`` or later."""
 
     min_similarity: float
     threshold: float
+    min_created_ms: int = 0
 
 
 @dataclass(frozen=True)
-class _Found:
+class Found:
     result: LookupResult
     embedding: Embedding | None  # computed for the semantic tier; reused to store a miss
 
 
 class Engine:
     def __init__(self, config: Config, store: _core.Store, embedder: BatchingEmbedder,
-                 provider: Provider, verifier: Verifier | None, calibration: Calibration) -> None:
+                 verifier: Verifier | None, calibration: Calibration) -> None:
         self.config = config
         self.store = store
         self.embedder = embedder
-        self.provider = provider
         self.verifier = verifier
         self.calibration = calibration
         self.feedback = Feedback(data_dir(config) / "feedback.log", self._configured_target,
                                  lambda entry_id: store.get(entry_id) is not None)
         self.indexes = Indexes(store, directory=data_dir(config) / "graphs")
         self._counts: Counter[str] = Counter()
-        self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
         # Bumped by every invalidation of a namespace, so a fill that started before it
         # (a provider call in flight) does not put back what was just removed. The lock
         # makes "check the generation, insert" and "bump, remove" atomic to each other.
@@ -120,8 +119,7 @@ class Engine:
             log.warning("the hit calibration was measured with %s, not %s: target_precision is "
                         "approximate until you recalibrate (semcached eval-quality --calibrate)",
                         calibration.embedding_model, embedder.model_id)
-        engine = cls(config, store, BatchingEmbedder(embedder, threads), Provider(config.provider),
-                     verifier, calibration)
+        engine = cls(config, store, BatchingEmbedder(embedder, threads), verifier, calibration)
         engine._recover()
         return engine
 
@@ -148,9 +146,9 @@ class Engine:
                      target_precision: float | None = None) -> LookupResult:
         scope = validation.namespace(namespace)
         validation.text("prompt", prompt, self.config.cache.max_prompt_bytes)
-        decision = self._decision(scope, min_similarity, target_precision)
-        found = await self._find(scope, prompt, decision)
-        self._count(found.result)
+        decision = self.decision(scope, min_similarity, target_precision)
+        found = await self.find(scope, prompt, decision)
+        self.count(found.result)
         return found.result
 
     async def store_entry(self, namespace: str, prompt: str, response: str,
@@ -163,42 +161,9 @@ class Engine:
         ttl = validation.ttl_seconds(ttl_seconds)
         meta = validation.metadata(metadata or {}, cache.max_metadata_bytes)
         embedding = await self.embedder.embed(prompt)
-        stored = await self._insert(scope, prompt, response, embedding, ttl, meta)
+        stored = await self.insert(scope, prompt, response, embedding, ttl, meta)
         assert stored is not None  # no generation given: always stored
         return stored
-
-    async def complete(self, namespace: str, messages: Sequence[tuple[str, str]],
-                       model: str = "", min_similarity: float | None = None,
-                       ttl_seconds: int | None = None,
-                       target_precision: float | None = None) -> CompletionResult:
-        """Answers from the cache, or from the provider once per distinct in-flight miss.
-
-        The upstream call is bounded by the provider timeout, not by this caller's
-        deadline: others may be waiting on the same call, and an answer that arrives after
-        the first caller gave up is still cached for the next one."""
-        name = validation.namespace(namespace)
-        conversation = validation.messages(messages, self.config.cache.max_prompt_bytes)
-        decision = self._decision(name, min_similarity, target_precision)
-        ttl = validation.ttl_seconds(ttl_seconds)
-        model = model or self.config.provider.default_model
-        scope = name + PARTITION_SEPARATOR + _partition(model, conversation[:-1])
-        question = conversation[-1][1]
-
-        found = await self._find(scope, question, decision)
-        self._count(found.result)
-        if found.result.hit:
-            hit = found.result
-            return CompletionResult(
-                text=hit.response, kind=hit.kind, model=hit.metadata.get("model", model),
-                usage=Usage(), finish_reason="cache", similarity=hit.similarity,
-                entry_id=hit.entry_id, matched_prompt=hit.matched_prompt,
-                verifier_score=hit.verifier_score,
-            )
-        assert found.embedding is not None
-        fill = _Fill(scope, name, question, conversation, model, found.embedding, ttl)
-        answer = await self._single_flight(fill)
-        return CompletionResult(text=answer.text, kind="miss", model=answer.model,
-                                usage=answer.usage, finish_reason=answer.finish_reason)
 
     async def invalidate(self, namespace: str, *, entry_id: int | None = None,
                          prompt: str | None = None, all: bool = False) -> int:
@@ -309,7 +274,6 @@ class Engine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.provider.close()
         try:
             await asyncio.get_running_loop().run_in_executor(self._background, self.snapshot)
         except OSError as e:
@@ -362,36 +326,46 @@ class Engine:
             return settings.target_precision
         return self.config.cache.target_precision
 
-    def _decision(self, namespace: str, min_similarity: float | None,
-                  target_precision: float | None) -> _Decision:
+    def decision(self, namespace: str, min_similarity: float | None, target_precision: float | None,
+                 max_age_seconds: int | None = None) -> Decision:
         floor = validation.min_similarity(min_similarity)
         target = validation.target_precision(target_precision)
         configured = self._configured_target(namespace) if target is None else target
         point = self.calibration.setting(self._knob, self.feedback.target(namespace, configured))
-        return _Decision(self.config.cache.min_similarity if floor is None else floor, point.threshold)
+        oldest = int(time.time() * 1000) - max_age_seconds * 1000 if max_age_seconds else 0
+        return Decision(self.config.cache.min_similarity if floor is None else floor, point.threshold, oldest)
 
-    def _count(self, result: LookupResult) -> None:
+    def generation(self, namespace: str) -> int:
+        """Read before an upstream call; ``insert`` with it stores only if no
+        invalidation of the namespace happened since."""
+        return self._generation[namespace]
+
+    def count_upstream(self, error: bool) -> None:
+        self._counts["upstream_errors" if error else "upstream_calls"] += 1
+
+    def count(self, result: LookupResult) -> None:
         if result.kind != "exact":  # exact hits are counted by the core
             self._counts[result.kind] += 1
 
-    async def _find(self, scope: str, prompt: str, decision: _Decision) -> _Found:
+    async def find(self, scope: str, prompt: str, decision: Decision) -> Found:
         # The exact tier first: microseconds, no embedding, GIL released by the core.
         entry = self.store.get_exact(scope, prompt)
-        if entry is not None:
-            return _Found(_result("exact", entry, 1.0, 1.0), None)
+        if entry is not None and entry.created_ms >= decision.min_created_ms:
+            return Found(_result("exact", entry, 1.0, 1.0), None)
         embedding = await self.embedder.embed(prompt)
         if not embedding.whole:
-            return _Found(LookupResult(kind="miss"), embedding)
+            return Found(LookupResult(kind="miss"), embedding)
         result = await self.embedder.run_sync(self._semantic, scope, prompt, embedding.vector, decision)
-        return _Found(result, embedding)
+        return Found(result, embedding)
 
-    def _semantic(self, scope: str, prompt: str, vector: np.ndarray, decision: _Decision) -> LookupResult:
+    def _semantic(self, scope: str, prompt: str, vector: np.ndarray, decision: Decision) -> LookupResult:
         candidates: list[tuple[_core.Entry, float]] = []
         for entry_id, similarity in self.indexes.search(scope, self.model_id, vector, CANDIDATES):
             if similarity < decision.min_similarity:
                 break
             entry = self.store.get(entry_id)
             if (entry is not None and entry.model == self.model_id
+                    and entry.created_ms >= decision.min_created_ms
                     and not self.feedback.refused(entry_id, vector, similarity)):
                 candidates.append((entry, min(similarity, 1.0)))
         if not candidates:
@@ -408,7 +382,7 @@ class Engine:
             return LookupResult(kind="miss")
         return _result("semantic", entry, similarity, score)
 
-    async def _insert(self, scope: str, prompt: str, response: str, embedding: Embedding,
+    async def insert(self, scope: str, prompt: str, response: str, embedding: Embedding,
                       ttl_seconds: int | None, metadata: dict[str, str],
                       generation: tuple[str, int] | None = None) -> StoreResult | None:
         """Stores an entry; with ``generation`` (namespace, value), only if no invalidation
@@ -418,7 +392,7 @@ class Engine:
         # A prompt cut at max_tokens is kept for the exact tier only (no vector).
         vector = embedding.vector.astype("<f4").tobytes() if embedding.whole else b""
 
-        def insert() -> int | None:
+        def guarded() -> int | None:
             if generation is None:
                 return store()
             with self._generation_lock:
@@ -437,7 +411,7 @@ class Engine:
             self._apply_removals()  # what the insert replaced or evicted
             return entry_id
 
-        entry_id = await self.embedder.run_sync(insert)
+        entry_id = await self.embedder.run_sync(guarded)
         if entry_id is None:
             return None
         expires = int(time.time() * 1000) + ttl_ms if ttl_ms else 0
@@ -449,54 +423,6 @@ class Engine:
             self.indexes.removed(scope, model, entry_id)
             self.feedback.forget(entry_id)
 
-    async def _single_flight(self, fill: _Fill) -> Answer:
-        """One upstream call (and one store) per distinct in-flight miss. The call runs in
-        a task of its own, so a caller that goes away does not fail the others waiting."""
-        key = (fill.scope, _core.normalize(fill.question))
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._fill(fill))
-            self._inflight[key] = task
-            # Leaves the map only once the answer is stored, so a request arriving in
-            # between finds the entry or the task, never neither.
-            task.add_done_callback(lambda t: (self._inflight.pop(key, None),
-                                              t.cancelled() or t.exception()))
-        return await asyncio.shield(task)
-
-    async def _fill(self, fill: _Fill) -> Answer:
-        generation = self._generation[fill.namespace]
-        self._counts["upstream_calls"] += 1
-        try:
-            answer = await self.provider.complete(fill.conversation, fill.model)
-        except Exception:
-            self._counts["upstream_errors"] += 1
-            raise  # errors are never cached
-        if answer.finish_reason == "length":
-            return answer  # a truncated answer is not worth serving again
-        meta = {"model": answer.model, "prompt_tokens": str(answer.usage.prompt_tokens),
-                "completion_tokens": str(answer.usage.completion_tokens)}
-        try:
-            # Not stored if the namespace was invalidated meanwhile: do not put it back.
-            await self._insert(fill.scope, fill.question, answer.text, fill.embedding, fill.ttl,
-                               meta, generation=(fill.namespace, generation))
-        except SemcachedError as e:
-            # The answer was paid for: return it even when caching it failed.
-            log.error("could not cache an answer in %s: %s", fill.namespace, e)
-        return answer
-
-
-@dataclass(frozen=True)
-class _Fill:
-    """What a miss needs to be answered upstream and cached."""
-
-    scope: str
-    namespace: str
-    question: str
-    conversation: list[tuple[str, str]]
-    model: str
-    embedding: Embedding
-    ttl: int | None
-
 
 def _result(kind: str, entry: _core.Entry, similarity: float, verifier_score: float) -> LookupResult:
     return LookupResult(
@@ -506,12 +432,6 @@ def _result(kind: str, entry: _core.Entry, similarity: float, verifier_score: fl
         matched_prompt=entry.prompt, metadata=dict(entry.metadata),
         created_unix_ms=entry.created_ms, expires_unix_ms=entry.expires_ms or 0,
     )
-
-
-def _partition(model: str, context: Sequence[tuple[str, str]]) -> str:
-    """A hash of everything before the question that changes the answer."""
-    blob = json.dumps([model, list(context)], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _namespace_of(scope: str) -> str:

@@ -55,6 +55,11 @@ class CompletionResult:
     entry_id: int = 0
     matched_prompt: str = ""
     verifier_score: float = 0.0
+    # The tier that answered ("" when the request named a model), why, and the upstream
+    # attempts it took (0 on a hit).
+    tier: str = ""
+    route_reason: str = ""
+    attempts: int = 0
 
     @property
     def hit(self) -> bool:

@@ -7,9 +7,11 @@ same error whichever side caught it. Limits that depend on the server's configur
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from semcached.errors import InvalidArgument
 
@@ -106,3 +108,34 @@ def messages(value: Sequence[tuple[str, str]],
     if value[-1][0] != "user":
         raise InvalidArgument(f"the last message must have role 'user', got {value[-1][0]!r}")
     return list(value)
+
+
+def sampling(temperature: float | None, top_p: float | None, max_tokens: int | None) -> None:
+    if temperature is not None and (math.isnan(temperature) or not 0.0 <= temperature <= 2.0):
+        raise InvalidArgument(f"temperature must be a number in [0, 2], got {temperature}")
+    if top_p is not None and (math.isnan(top_p) or not 0.0 < top_p <= 1.0):
+        raise InvalidArgument(f"top_p must be a number in (0, 1], got {top_p}")
+    if max_tokens is not None and not 1 <= max_tokens <= 1_000_000:
+        raise InvalidArgument(f"max_tokens must be between 1 and 1000000, got {max_tokens}")
+
+
+def json_field(name: str, value: str, kind: type) -> Any:
+    """A JSON-encoded request field (tools: a list; response_format: an object); empty: None."""
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise InvalidArgument(f"{name} is not valid JSON: {e}") from None
+    if not isinstance(parsed, kind):
+        raise InvalidArgument(f"{name} must be a JSON {'array' if kind is list else 'object'}")
+    return parsed
+
+
+def max_age_seconds(value: int | None) -> int | None:
+    """None or 0: any age."""
+    if value is None or value == 0:
+        return None
+    if not 0 < value <= MAX_TTL_SECONDS:
+        raise InvalidArgument(f"max_age_seconds must be between 0 and {MAX_TTL_SECONDS}, got {value}")
+    return value

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from semcached.config import Config, ConfigError, data_dir
+from semcached.completion import Completions
 from semcached.engine import Engine
 from semcached.server.servicer import SemanticCacheServicer, register
 from semcached.v1 import semcached_pb2
@@ -49,10 +50,11 @@ async def serve(config: Config) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     lock = lock_data_dir(data_dir(config))
     engine = Engine.from_config(config)
+    completions = Completions.build(engine)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", config.cache.max_response_bytes + (1 << 20)),
     ])
-    register(SemanticCacheServicer(engine), server)
+    register(SemanticCacheServicer(engine, completions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -69,9 +71,10 @@ async def serve(config: Config) -> None:
     engine.start()
     for name in (SERVICE_NAME, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    if not engine.provider.configured:
-        log.warning("no LLM provider key in $%s: Complete answers only from the cache",
-                    config.provider.api_key_env)
+    for reason in completions.router.missing.values():
+        log.warning("%s; its models are skipped", reason)
+    if not completions.router.providers:
+        log.warning("no LLM provider has a key: Complete answers only from the cache")
     log.info("semcached listening on %s:%d (embedding model %s, data dir %s)",
              config.server.host, port, engine.model_id, data_dir(config))
 
@@ -85,6 +88,7 @@ async def serve(config: Config) -> None:
              config.server.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.server.shutdown_grace_seconds)
+    await completions.close()
     await engine.close()
     lock.close()
     log.info("stopped")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
+from semcached import validation
+from semcached.completion import CacheControls, Completions
 from semcached.engine import Engine
 from semcached.errors import InvalidArgument, SemcachedError
-from semcached.results import LookupResult
+from semcached.providers import Request
+from semcached.results import CompletionResult, LookupResult
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 
@@ -48,7 +52,8 @@ def register(servicer: SemanticCacheServicer, server: grpc.aio.Server) -> None:
     """Adds the service to a server, with every method's request parsed leniently."""
     service = pb.DESCRIPTOR.services_by_name["SemanticCache"]
     handlers = {
-        method.name: grpc.unary_unary_rpc_method_handler(
+        method.name: (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                      else grpc.unary_unary_rpc_method_handler)(
             getattr(servicer, method.name),
             request_deserializer=_lenient(getattr(pb, method.input_type.name).FromString),
             response_serializer=getattr(pb, method.output_type.name).SerializeToString,
@@ -93,9 +98,47 @@ def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def _completion(request: pb.CompleteRequest) -> tuple[Request, CacheControls]:
+    upstream = Request(
+        messages=[(m.role, m.content) for m in request.messages],
+        temperature=_optional(request, "temperature"), top_p=_optional(request, "top_p"),
+        max_tokens=_optional(request, "max_tokens"),
+        tools=validation.json_field("tools_json", request.tools_json, list),
+        response_format=validation.json_field("response_format_json", request.response_format_json, dict),
+    )
+    controls = CacheControls(
+        no_cache=request.no_cache, no_store=request.no_store,
+        ttl_seconds=_optional(request, "ttl_seconds"), max_age_seconds=_optional(request, "max_age_seconds"),
+        min_similarity=_optional(request, "min_similarity"),
+        target_precision=_optional(request, "target_precision"),
+        cache_high_temperature=request.cache_high_temperature,
+    )
+    return upstream, controls
+
+
+def _complete_response(result: CompletionResult) -> pb.CompleteResponse:
+    match = None
+    if result.hit:
+        match = pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
+                         similarity=result.similarity, verifier_score=result.verifier_score)
+    usage = pb.Usage(prompt_tokens=result.usage.prompt_tokens,
+                     completion_tokens=result.usage.completion_tokens,
+                     total_tokens=result.usage.total_tokens)
+    return pb.CompleteResponse(text=result.text, kind=KIND_TO_PROTO[result.kind], model=result.model,
+                               usage=usage, match=match, finish_reason=result.finish_reason,
+                               tier=result.tier, route_reason=result.route_reason,
+                               attempts=result.attempts)
+
+
 class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, completions: Completions) -> None:
         self.engine = engine
+        self.completions = completions
 
     @_statuses
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
@@ -115,22 +158,32 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
 
     @_statuses
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
-        result = await self.engine.complete(
-            request.namespace, [(m.role, m.content) for m in request.messages],
-            model=request.model, min_similarity=_optional(request, "min_similarity"),
-            ttl_seconds=_optional(request, "ttl_seconds"),
-            target_precision=_optional(request, "target_precision"),
-        )
-        match = None
-        if result.hit:
-            match = pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
-                             similarity=result.similarity, verifier_score=result.verifier_score)
-        usage = pb.Usage(prompt_tokens=result.usage.prompt_tokens,
-                         completion_tokens=result.usage.completion_tokens,
-                         total_tokens=result.usage.total_tokens)
-        return pb.CompleteResponse(text=result.text, kind=KIND_TO_PROTO[result.kind],
-                                   model=result.model, usage=usage, match=match,
-                                   finish_reason=result.finish_reason)
+        upstream, controls = _completion(request)
+        result = await self.completions.complete(request.namespace, upstream, model=request.model,
+                                                 tier=request.tier, controls=controls,
+                                                 deadline=_deadline(context))
+        return _complete_response(result)
+
+    async def CompleteStream(self, request: pb.CompleteRequest,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CompleteChunk]:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid CompleteRequest: {request.error}")
+        try:
+            upstream, controls = _completion(request)
+            pieces = self.completions.stream(request.namespace, upstream, model=request.model,
+                                             tier=request.tier, controls=controls,
+                                             deadline=_deadline(context))
+            async for piece in pieces:
+                if isinstance(piece, str):
+                    yield pb.CompleteChunk(delta=piece)
+                else:
+                    yield pb.CompleteChunk(done=_complete_response(piece))
+        except SemcachedError as e:
+            await context.abort(e.code, e.message)
+        except Exception:
+            log.exception("CompleteStream failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "CompleteStream failed inside the server; see its log")
 
     @_statuses
     async def Invalidate(self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext) -> pb.InvalidateResponse:

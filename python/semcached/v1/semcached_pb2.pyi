@@ -105,7 +105,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("namespace", "messages", "model", "user", "feature", "min_similarity", "ttl_seconds", "target_precision")
+    __slots__ = ("namespace", "messages", "model", "user", "feature", "min_similarity", "ttl_seconds", "target_precision", "tier", "temperature", "top_p", "max_tokens", "tools_json", "response_format_json", "no_cache", "no_store", "max_age_seconds", "cache_high_temperature")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,16 @@ class CompleteRequest(_message.Message):
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FORMAT_JSON_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    NO_STORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIGH_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     model: str
@@ -122,7 +132,17 @@ class CompleteRequest(_message.Message):
     min_similarity: float
     ttl_seconds: int
     target_precision: float
-    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., min_similarity: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., target_precision: _Optional[float] = ...) -> None: ...
+    tier: str
+    temperature: float
+    top_p: float
+    max_tokens: int
+    tools_json: str
+    response_format_json: str
+    no_cache: bool
+    no_store: bool
+    max_age_seconds: int
+    cache_high_temperature: bool
+    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., min_similarity: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., target_precision: _Optional[float] = ..., tier: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., tools_json: _Optional[str] = ..., response_format_json: _Optional[str] = ..., no_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ..., max_age_seconds: _Optional[int] = ..., cache_high_temperature: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -135,20 +155,34 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class CompleteResponse(_message.Message):
-    __slots__ = ("text", "kind", "model", "usage", "match", "finish_reason")
+    __slots__ = ("text", "kind", "model", "usage", "match", "finish_reason", "tier", "route_reason", "attempts")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     text: str
     kind: HitKind
     model: str
     usage: Usage
     match: Match
     finish_reason: str
-    def __init__(self, text: _Optional[str] = ..., kind: _Optional[_Union[HitKind, str]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., match: _Optional[_Union[Match, _Mapping]] = ..., finish_reason: _Optional[str] = ...) -> None: ...
+    tier: str
+    route_reason: str
+    attempts: int
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[_Union[HitKind, str]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., match: _Optional[_Union[Match, _Mapping]] = ..., finish_reason: _Optional[str] = ..., tier: _Optional[str] = ..., route_reason: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class CompleteChunk(_message.Message):
+    __slots__ = ("delta", "done")
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    delta: str
+    done: CompleteResponse
+    def __init__(self, delta: _Optional[str] = ..., done: _Optional[_Union[CompleteResponse, _Mapping]] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
     __slots__ = ("namespace", "entry_id", "prompt", "all")

@@ -49,6 +49,11 @@ class SemanticCacheStub:
                 request_serializer=semcached_dot_v1_dot_semcached__pb2.CompleteRequest.SerializeToString,
                 response_deserializer=semcached_dot_v1_dot_semcached__pb2.CompleteResponse.FromString,
                 _registered_method=True)
+        self.CompleteStream = channel.unary_stream(
+                '/semcached.v1.SemanticCache/CompleteStream',
+                request_serializer=semcached_dot_v1_dot_semcached__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=semcached_dot_v1_dot_semcached__pb2.CompleteChunk.FromString,
+                _registered_method=True)
         self.Invalidate = channel.unary_unary(
                 '/semcached.v1.SemanticCache/Invalidate',
                 request_serializer=semcached_dot_v1_dot_semcached__pb2.InvalidateRequest.SerializeToString,
@@ -84,7 +89,17 @@ class SemanticCacheServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Complete(self, request, context):
-        """Answers from the cache, or on a miss from the backing LLM (then caches the answer).
+        """Answers from the cache, or on a miss from the routed model (then caches the answer).
+        Concurrent misses for the same cache key share one upstream call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteStream(self, request, context):
+        """The same, streamed: text deltas as the model sends them (a hit is replayed in
+        pieces), then one chunk carrying the whole response. Only a complete, successful
+        stream is cached; cancelling the call cancels the upstream request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +145,11 @@ def add_SemanticCacheServicer_to_server(servicer, server):
                     servicer.Complete,
                     request_deserializer=semcached_dot_v1_dot_semcached__pb2.CompleteRequest.FromString,
                     response_serializer=semcached_dot_v1_dot_semcached__pb2.CompleteResponse.SerializeToString,
+            ),
+            'CompleteStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CompleteStream,
+                    request_deserializer=semcached_dot_v1_dot_semcached__pb2.CompleteRequest.FromString,
+                    response_serializer=semcached_dot_v1_dot_semcached__pb2.CompleteChunk.SerializeToString,
             ),
             'Invalidate': grpc.unary_unary_rpc_method_handler(
                     servicer.Invalidate,
@@ -228,6 +248,33 @@ class SemanticCache:
             '/semcached.v1.SemanticCache/Complete',
             semcached_dot_v1_dot_semcached__pb2.CompleteRequest.SerializeToString,
             semcached_dot_v1_dot_semcached__pb2.CompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/semcached.v1.SemanticCache/CompleteStream',
+            semcached_dot_v1_dot_semcached__pb2.CompleteRequest.SerializeToString,
+            semcached_dot_v1_dot_semcached__pb2.CompleteChunk.FromString,
             options,
             channel_credentials,
             insecure,

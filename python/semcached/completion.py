@@ -1,0 +1,238 @@
+"""Complete and CompleteStream: the cache in front of the router.
+
+The cache key of an answer is its scope plus its question. The scope is the namespace and
+a partition hash of everything besides the last user turn that changes the answer: the
+model or tier asked for (or "auto" when the classifier routes), the system prompt and
+earlier turns, tools, response format, and sampling parameters. So the same question
+under another system prompt, model, conversation, tool set or namespace is a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semcached import _core, validation
+from semcached.classify import SHIPPED_EXEMPLARS, Classifier, load_exemplars
+from semcached.embed import Embedding
+from semcached.engine import PARTITION_SEPARATOR, Decision, Engine
+from semcached.errors import DeadlineExceeded, SemcachedError
+from semcached.providers import Answer, Request, connect
+from semcached.results import CompletionResult, LookupResult, Usage
+from semcached.routing import Route, Router
+
+log = logging.getLogger("semcached.completion")
+# A hit replayed as a stream goes out in pieces of about this many characters.
+REPLAY_PIECE = 64
+_NO_EMBEDDING = Embedding(np.zeros(0, dtype=np.float32), False)
+
+
+@dataclass(frozen=True)
+class CacheControls:
+    no_cache: bool = False  # do not look up (the answer is still stored unless no_store)
+    no_store: bool = False
+    ttl_seconds: int | None = None
+    max_age_seconds: int | None = None  # only serve entries younger than this
+    min_similarity: float | None = None
+    target_precision: float | None = None
+    # Cache even when sampling hotter than routing.max_cacheable_temperature.
+    cache_high_temperature: bool = False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One validated Complete: where its answer is cached, and whether to read or write."""
+
+    namespace: str
+    scope: str
+    question: str
+    request: Request
+    model: str
+    tier: str
+    decision: Decision
+    ttl: int | None
+    read: bool
+    write: bool
+
+
+class Completions:
+    def __init__(self, engine: Engine, router: Router) -> None:
+        self.engine = engine
+        self.router = router
+        self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+
+    @classmethod
+    def build(cls, engine: Engine) -> Completions:
+        """The providers with keys, the classifier (its exemplars embedded once, here),
+        and the router over them, as configured."""
+        config = engine.config
+        providers, missing = connect(config.providers, config.required_providers)
+        classifier = None
+        if config.routing.classifier != "off":
+            paths = [SHIPPED_EXEMPLARS]
+            if config.routing.exemplars:
+                paths.append(Path(config.routing.exemplars).expanduser())
+            exemplars = load_exemplars(paths)
+            vectors = None
+            if config.routing.classifier == "rules+embedding":
+                vectors = engine.embedder.embedder.embed([text for text, _ in exemplars])
+            classifier = Classifier(list(config.tiers), config.routing.default_tier, exemplars, vectors)
+        return cls(engine, Router(config, providers, missing, classifier))
+
+    async def close(self) -> None:
+        await self.router.close()
+
+    async def complete(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
+                       controls: CacheControls = CacheControls(),
+                       deadline: float | None = None) -> CompletionResult:
+        """From the cache, or from the routed model once per distinct in-flight miss.
+        ``deadline`` (time.monotonic) bounds this caller's wait and the retries."""
+        plan = self._plan(namespace, request, model, tier, controls)
+        hit, embedding = await self._lookup(plan)
+        if hit is not None:
+            return _from_hit(hit)
+        route = self.router.route(plan.model, plan.tier, plan.question, embedding.vector if embedding.whole else None)
+        if not plan.write:  # nothing to share: a fresh answer was asked for
+            answer = await self.router.complete(route, plan.request, deadline)
+        else:
+            # The shared call outlives any one caller's deadline (bounded by the provider
+            # timeouts and attempts instead): its answer is cached for whoever asks next.
+            task = self._single_flight(plan, route, embedding)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(task), remaining)
+            except TimeoutError:
+                raise DeadlineExceeded("the deadline passed while the upstream call was in flight; "
+                                       "its answer will be cached for the next request") from None
+        return _from_answer(answer)
+
+    async def stream(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
+                     controls: CacheControls = CacheControls(),
+                     deadline: float | None = None) -> AsyncIterator[str | CompletionResult]:
+        """Text pieces as they come, then the CompletionResult. A hit is replayed in
+        pieces; only a complete, successful stream is stored. Closing the iterator (the
+        client went away) closes the upstream stream."""
+        plan = self._plan(namespace, request, model, tier, controls)
+        hit, embedding = await self._lookup(plan)
+        if hit is not None:
+            for start in range(0, len(hit.response), REPLAY_PIECE):
+                yield hit.response[start:start + REPLAY_PIECE]
+            yield _from_hit(hit)
+            return
+        route = self.router.route(plan.model, plan.tier, plan.question, embedding.vector if embedding.whole else None)
+        parts: list[str] = []
+        answered_by, attempts, finish, usage = "", 0, "", Usage()
+        self.engine.count_upstream(error=False)
+        try:
+            async for delta in self.router.stream(route, plan.request, deadline):
+                answered_by = delta.model or answered_by
+                attempts = delta.attempts or attempts
+                if delta.text:
+                    parts.append(delta.text)
+                    yield delta.text
+                if delta.finish_reason:
+                    finish, usage = delta.finish_reason, delta.usage
+        except SemcachedError:
+            self.engine.count_upstream(error=True)
+            raise
+        answer = Answer("".join(parts), answered_by, usage, finish, attempts, route.tier, route.reason)
+        if plan.write and finish != "length":
+            await self._store(plan, answer, embedding, generation=None)
+        yield _from_answer(answer)
+
+    # -- internals --------------------------------------------------------------------
+
+    def _plan(self, namespace: str, request: Request, model: str, tier: str,
+              controls: CacheControls) -> _Plan:
+        engine = self.engine
+        name = validation.namespace(namespace)
+        conversation = validation.messages(request.messages, engine.config.cache.max_prompt_bytes)
+        validation.sampling(request.temperature, request.top_p, request.max_tokens)
+        decision = engine.decision(name, controls.min_similarity, controls.target_precision,
+                                   validation.max_age_seconds(controls.max_age_seconds))
+        ttl = validation.ttl_seconds(controls.ttl_seconds)
+        hot = (request.temperature or 0.0) > engine.config.routing.max_cacheable_temperature
+        cacheable = not hot or controls.cache_high_temperature
+        scope = name + PARTITION_SEPARATOR + partition(request, model, tier)
+        return _Plan(name, scope, conversation[-1][1], request, model, tier, decision, ttl,
+                     read=cacheable and not controls.no_cache, write=cacheable and not controls.no_store)
+
+    async def _lookup(self, plan: _Plan) -> tuple[LookupResult | None, Embedding]:
+        """A hit (with no embedding: none was needed), or the question's embedding."""
+        if plan.read:
+            found = await self.engine.find(plan.scope, plan.question, plan.decision)
+            self.engine.count(found.result)
+            if found.result.hit:
+                return found.result, _NO_EMBEDDING
+            if found.embedding is not None:
+                return None, found.embedding
+        return None, await self.engine.embedder.embed(plan.question)
+
+    def _single_flight(self, plan: _Plan, route: Route, embedding: Embedding) -> asyncio.Task[Answer]:
+        """One upstream call (and one store) per distinct in-flight miss. It runs in a
+        task of its own, so a caller that goes away does not fail the others waiting."""
+        key = (plan.scope, _core.normalize(plan.question))
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fill(plan, route, embedding))
+            self._inflight[key] = task
+            # Leaves the map only once the answer is stored, so a request arriving in
+            # between finds the entry or the task, never neither.
+            task.add_done_callback(lambda t: (self._inflight.pop(key, None),
+                                              t.cancelled() or t.exception()))
+        return task
+
+    async def _fill(self, plan: _Plan, route: Route, embedding: Embedding) -> Answer:
+        generation = self.engine.generation(plan.namespace)
+        try:
+            answer = await self.router.complete(route, plan.request, None)
+        except Exception:
+            self.engine.count_upstream(error=True)
+            raise  # errors are never cached
+        self.engine.count_upstream(error=False)
+        if answer.finish_reason != "length":  # a truncated answer is not worth serving again
+            await self._store(plan, answer, embedding, generation)
+        return answer
+
+    async def _store(self, plan: _Plan, answer: Answer, embedding: Embedding, generation: int | None) -> None:
+        meta = {"model": answer.model, "tier": answer.tier,
+                "prompt_tokens": str(answer.usage.prompt_tokens),
+                "completion_tokens": str(answer.usage.completion_tokens)}
+        try:
+            # Not stored if the namespace was invalidated meanwhile: do not put it back.
+            await self.engine.insert(plan.scope, plan.question, answer.text, embedding, plan.ttl, meta,
+                                     generation=None if generation is None else (plan.namespace, generation))
+        except SemcachedError as e:
+            # The answer was paid for: return it even when caching it failed.
+            log.error("could not cache an answer in %s: %s", plan.namespace, e)
+
+
+def partition(request: Request, model: str, tier: str) -> str:
+    """A hash of everything besides the question that changes the answer."""
+    route = f"model:{model}" if model else f"tier:{tier}" if tier else "auto"
+    blob = json.dumps([route, request.messages[:-1], request.tools, request.response_format,
+                       request.temperature, request.top_p, request.max_tokens],
+                      ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _from_hit(hit: LookupResult) -> CompletionResult:
+    return CompletionResult(
+        text=hit.response, kind=hit.kind, model=hit.metadata.get("model", ""), usage=Usage(),
+        finish_reason="cache", similarity=hit.similarity, entry_id=hit.entry_id,
+        matched_prompt=hit.matched_prompt, verifier_score=hit.verifier_score,
+        tier=hit.metadata.get("tier", ""), route_reason="cache hit")
+
+
+def _from_answer(answer: Answer) -> CompletionResult:
+    return CompletionResult(text=answer.text, kind="miss", model=answer.model, usage=answer.usage,
+                            finish_reason=answer.finish_reason, tier=answer.tier,
+                            route_reason=answer.route_reason, attempts=answer.attempts)
