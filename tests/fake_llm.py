@@ -37,6 +37,7 @@ class FakeLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # header and body go out at once, no 40 ms delayed-ACK stall
 
             def log_message(self, *args: object) -> None:
                 pass

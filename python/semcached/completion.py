@@ -100,6 +100,7 @@ class Completions:
         if hit is not None:
             return _from_hit(hit)
         route = self.router.route(plan.model, plan.tier, plan.question, embedding.vector if embedding.whole else None)
+        log.info("miss in %s: %s (%s)", plan.namespace, route.tier or route.targets[0].name, route.reason)
         if not plan.write:  # nothing to share: a fresh answer was asked for
             answer = await self.router.complete(route, plan.request, deadline)
         else:
