@@ -37,8 +37,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fake_llm import API_KEY, FakeLLM  # noqa: E402
 
 from semcached import config as configuration  # noqa: E402
+from semcached.accounting import Accounting  # noqa: E402
+from semcached.budgets import Budgets  # noqa: E402
 from semcached.completion import Completions  # noqa: E402
 from semcached.engine import Engine  # noqa: E402
+from semcached.pricing import Prices  # noqa: E402
 from semcached.providers import Request  # noqa: E402
 
 
@@ -136,7 +139,7 @@ def main() -> None:
 
         async def run() -> dict[str, Any]:
             engine = Engine.from_config(configuration.load(config_file))
-            completions = Completions.build(engine)
+            completions = Completions.build(engine, Accounting(Prices.load(), None, Budgets({}, None), None))
             try:
                 return {"classifier": await accuracy(completions, rows),
                         "overhead": await overhead(completions, fake, args.requests)}

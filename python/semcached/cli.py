@@ -1,4 +1,4 @@
-"""The ``semcached`` command: serve, models."""
+"""The ``semcached`` command: serve, models, eval-quality, report, cost."""
 
 from __future__ import annotations
 
@@ -67,6 +67,79 @@ def _eval_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str) -> int:
+    """Seconds in "90s", "30m", "24h", "7d", "2w"; "all": 0 (no limit)."""
+    if text == "all":
+        return 0
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 24h, 7d or all")
+    return int(number) * _UNITS[unit]
+
+
+def _report(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    import sqlite3
+
+    from semcached.ledger import SQLiteLedger, now_ms
+
+    config = configuration.load(args.config)
+    folder = configuration.data_dir(configuration.replace(config, server__data_dir=args.data_dir))
+    try:
+        ledger = SQLiteLedger(folder / "ledger.db", readonly=True)
+        since = now_ms() - args.since * 1000 if args.since else 0
+        report = ledger.report(args.by, since, args.top)
+    except (FileNotFoundError, sqlite3.Error) as e:
+        raise ConfigError(f"cannot read the ledger in {folder}: {e}") from None
+    columns = ["requests", "exact_hits", "semantic_hits", "misses", "hit_rate", "spend_usd", "savings_usd",
+               "savings_pct", "unknown_cost"]
+    rows = [[r.key] + [getattr(r, c) for c in columns] for r in [*report.rows, report.total]]
+    if args.format == "json":
+        print(json.dumps({"by": args.by, "since_seconds": args.since,
+                          "rows": [dict(zip([args.by, *columns], row)) for row in rows[:-1]],
+                          "total": dict(zip([args.by, *columns], rows[-1]))}, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow([args.by, *columns])
+        writer.writerows(rows)
+    else:
+        print(f"{args.by:<24} {'requests':>9} {'exact':>7} {'semantic':>8} {'misses':>7} {'hit rate':>8} "
+              f"{'spend $':>11} {'saved $':>11} {'saved %':>7}")
+        for key, n, exact, semantic, misses, rate, spend, saved, pct, unknown in rows:
+            note = f"  ({unknown} unpriced)" if unknown else ""
+            print(f"{key[:24]:<24} {n:>9} {exact:>7} {semantic:>8} {misses:>7} {rate:>8.1%} "
+                  f"{spend:>11.4f} {saved:>11.4f} {pct:>6.1f}%{note}")
+    return 0
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from semcached.pricing import Prices
+
+    prices = Prices.load(configuration.load(args.config).prices)
+    if args.input_tokens < 0 or args.output_tokens < 0 or args.requests_per_month < 0:
+        raise ConfigError("token and request counts must not be negative")
+    costs = {}
+    for model in [args.model, *args.compare]:
+        price = prices.price(model)
+        if price is None:
+            raise ConfigError(f"no price for model {model!r}; known: {', '.join(sorted(prices.table))}")
+        costs[model] = price.cost(args.input_tokens, args.output_tokens, batch=args.batch)
+    base = costs[args.model]
+    print(f"prices as of {prices.taken}; {args.input_tokens} input + {args.output_tokens} output tokens a request, "
+          f"{args.requests_per_month:,} requests a month{' (batch API)' if args.batch else ''}")
+    print(f"{'model':<28} {'per request $':>14} {'per month $':>14} {'saving vs ' + args.model:>24}")
+    for model, cost in costs.items():
+        monthly = cost * args.requests_per_month
+        saving = "" if model == args.model else (
+            f"{(base - cost) * args.requests_per_month:>14,.2f} ({100 * (base - cost) / base:.0f}%)" if base else "")
+        print(f"{model:<28} {cost:>14.6f} {monthly:>14,.2f} {saving:>24}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semcached", description="Semantic cache server for LLM calls.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -88,6 +161,26 @@ def parser() -> argparse.ArgumentParser:
                    help="measure the calibration on these (held-out) pairs and write it to PATH")
     q.add_argument("--json", help="write the results here")
     q.set_defaults(run=_eval_quality)
+
+    r = sub.add_parser("report", help="requests, hits, spend and savings from the cost ledger")
+    r.add_argument("--by", choices=["user", "feature", "tenant", "model", "tier", "namespace", "day", "kind"],
+                   default="user")
+    r.add_argument("--since", type=_duration, default=7 * 86400, help="30m, 24h, 7d, ... or all (default 7d)")
+    r.add_argument("--top", type=int, default=0, help="at most this many groups, most spend first")
+    r.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    r.add_argument("--data-dir", help="the server's data directory (default from the config)")
+    r.add_argument("--config", help="TOML configuration file")
+    r.set_defaults(run=_report)
+
+    c = sub.add_parser("cost", help="what a workload costs per request and month, and what alternatives save")
+    c.add_argument("--model", required=True)
+    c.add_argument("--input-tokens", type=int, required=True)
+    c.add_argument("--output-tokens", type=int, required=True)
+    c.add_argument("--requests-per-month", type=int, default=1)
+    c.add_argument("--compare", nargs="*", default=[], metavar="MODEL")
+    c.add_argument("--batch", action="store_true", help="at batch API prices")
+    c.add_argument("--config", help="TOML configuration file (for [prices] overrides)")
+    c.set_defaults(run=_cost)
 
     m = sub.add_parser("models", help="install and list embedding models")
     msub = m.add_subparsers(dest="models_command", required=True)

@@ -15,6 +15,7 @@ import grpc
 
 from semcached import validation
 from semcached.errors import InvalidArgument, SemcachedError, from_status
+from semcached.ledger import GROUPS, Report, ReportRow
 from semcached.results import (
     CompletionResult,
     FeedbackResult,
@@ -39,8 +40,9 @@ class CompleteOptions(TypedDict, total=False):
 
     model: str  # "<provider>/<model>"; or
     tier: str  # a configured tier; neither: the classifier picks
-    user: str  # who asked and for which feature (accounting)
+    user: str  # who asked, for which feature and tenant (ledger, budgets)
     feature: str
+    tenant: str
     temperature: float
     top_p: float
     max_tokens: int
@@ -56,7 +58,7 @@ class CompleteOptions(TypedDict, total=False):
 
 
 _OPTION_DEFAULTS: dict[str, Any] = {
-    "model": "", "tier": "", "user": "", "feature": "", "temperature": None, "top_p": None,
+    "model": "", "tier": "", "user": "", "feature": "", "tenant": "", "temperature": None, "top_p": None,
     "max_tokens": None, "tools": None, "response_format": None, "no_cache": False, "no_store": False,
     "ttl_seconds": None, "max_age_seconds": None, "min_similarity": None, "target_precision": None,
     "cache_high_temperature": False,
@@ -74,11 +76,27 @@ def _options(given: Mapping[str, Any]) -> dict[str, Any]:
 # -- requests: validated here, with the server's rules --------------------------------
 
 def _lookup_request(namespace: str, prompt: str, min_similarity: float | None,
-                    target_precision: float | None) -> pb.LookupRequest:
+                    target_precision: float | None, who: Mapping[str, str]) -> pb.LookupRequest:
     validation.text("prompt", prompt)
     return pb.LookupRequest(namespace=validation.namespace(namespace), prompt=prompt,
                             min_similarity=validation.min_similarity(min_similarity),
-                            target_precision=validation.target_precision(target_precision))
+                            target_precision=validation.target_precision(target_precision), **who)
+
+
+def _report_request(by: str, since_seconds: int, top: int) -> pb.ReportRequest:
+    if by not in GROUPS:
+        raise InvalidArgument(f"by must be one of {', '.join(GROUPS)}, got {by!r}")
+    if since_seconds < 0 or top < 0:
+        raise InvalidArgument("since_seconds and top must not be negative")
+    return pb.ReportRequest(by=by, since_seconds=since_seconds, top=top)
+
+
+def _report(r: pb.ReportResponse, since_seconds: int) -> Report:
+    def row(x: pb.ReportRow) -> ReportRow:
+        return ReportRow(x.key, x.requests, x.exact_hits, x.semantic_hits, x.misses, x.spend_usd,
+                         x.savings_usd, x.unknown_cost)
+
+    return Report(r.by, since_seconds, [row(x) for x in r.rows], row(r.total))
 
 
 def _store_request(namespace: str, prompt: str, response: str, ttl_seconds: int | None,
@@ -201,9 +219,10 @@ class Client:
             raise _error(e) from None
 
     def lookup(self, prompt: str, *, namespace: str | None = None,
-               min_similarity: float | None = None,
-               target_precision: float | None = None) -> LookupResult:
-        request = _lookup_request(namespace or self.namespace, prompt, min_similarity, target_precision)
+               min_similarity: float | None = None, target_precision: float | None = None,
+               user: str = "", feature: str = "", tenant: str = "") -> LookupResult:
+        request = _lookup_request(namespace or self.namespace, prompt, min_similarity, target_precision,
+                                  {"user": user, "feature": feature, "tenant": tenant})
         return _lookup_result(self._call(self._stub.Lookup, request))
 
     def store(self, prompt: str, response: str, *, ttl_seconds: int | None = None,
@@ -246,6 +265,11 @@ class Client:
     def stats(self) -> Stats:
         return _stats(self._call(self._stub.Stats, pb.StatsRequest()))
 
+    def report(self, by: str = "user", *, since_seconds: int = 0, top: int = 0) -> Report:
+        """Requests, hits, spend and savings from the ledger, per ``by`` group."""
+        request = _report_request(by, since_seconds, top)
+        return _report(self._call(self._stub.Report, request), since_seconds)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -273,9 +297,10 @@ class AsyncClient:
             raise _error(e) from None
 
     async def lookup(self, prompt: str, *, namespace: str | None = None,
-                     min_similarity: float | None = None,
-                     target_precision: float | None = None) -> LookupResult:
-        request = _lookup_request(namespace or self.namespace, prompt, min_similarity, target_precision)
+                     min_similarity: float | None = None, target_precision: float | None = None,
+                     user: str = "", feature: str = "", tenant: str = "") -> LookupResult:
+        request = _lookup_request(namespace or self.namespace, prompt, min_similarity, target_precision,
+                                  {"user": user, "feature": feature, "tenant": tenant})
         return _lookup_result(await self._call(self._stub.Lookup, request))
 
     async def store(self, prompt: str, response: str, *, ttl_seconds: int | None = None,
@@ -313,6 +338,10 @@ class AsyncClient:
 
     async def stats(self) -> Stats:
         return _stats(await self._call(self._stub.Stats, pb.StatsRequest()))
+
+    async def report(self, by: str = "user", *, since_seconds: int = 0, top: int = 0) -> Report:
+        request = _report_request(by, since_seconds, top)
+        return _report(await self._call(self._stub.Report, request), since_seconds)
 
     async def close(self) -> None:
         await self._channel.close()

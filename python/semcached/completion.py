@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from semcached import _core, validation
+from semcached.accounting import Accounting, Context
+from semcached.budgets import Who
 from semcached.classify import SHIPPED_EXEMPLARS, Classifier, load_exemplars
 from semcached.embed import Embedding
 from semcached.engine import PARTITION_SEPARATOR, Decision, Engine
@@ -64,13 +66,14 @@ class _Plan:
 
 
 class Completions:
-    def __init__(self, engine: Engine, router: Router) -> None:
+    def __init__(self, engine: Engine, router: Router, accounting: Accounting) -> None:
         self.engine = engine
         self.router = router
+        self.accounting = accounting
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
 
     @classmethod
-    def build(cls, engine: Engine) -> Completions:
+    def build(cls, engine: Engine, accounting: Accounting) -> Completions:
         """The providers with keys, the classifier (its exemplars embedded once, here),
         and the router over them, as configured."""
         config = engine.config
@@ -85,53 +88,71 @@ class Completions:
             if config.routing.classifier == "rules+embedding":
                 vectors = engine.embedder.embedder.embed([text for text, _ in exemplars])
             classifier = Classifier(list(config.tiers), config.routing.default_tier, exemplars, vectors)
-        return cls(engine, Router(config, providers, missing, classifier))
+        return cls(engine, Router(config, providers, missing, classifier), accounting)
 
     async def close(self) -> None:
         await self.router.close()
 
     async def complete(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
-                       controls: CacheControls = CacheControls(),
+                       controls: CacheControls = CacheControls(), who: Who = Who(),
                        deadline: float | None = None) -> CompletionResult:
         """From the cache, or from the routed model once per distinct in-flight miss.
         ``deadline`` (time.monotonic) bounds this caller's wait and the retries."""
+        ctx = Context(namespace, who, time.perf_counter())
         plan = self._plan(namespace, request, model, tier, controls)
         hit, embedding = await self._lookup(plan)
         if hit is not None:
-            return _from_hit(hit)
-        route = self.router.route(plan.model, plan.tier, plan.question, embedding.vector if embedding.whole else None)
-        log.info("miss in %s: %s (%s)", plan.namespace, route.tier or route.targets[0].name, route.reason)
-        if not plan.write:  # nothing to share: a fresh answer was asked for
-            answer = await self.router.complete(route, plan.request, deadline)
-        else:
-            # The shared call outlives any one caller's deadline (bounded by the provider
-            # timeouts and attempts instead): its answer is cached for whoever asks next.
-            task = self._single_flight(plan, route, embedding)
+            result = _from_hit(hit)
+            self.accounting.completed(ctx, result, plan.request, hit.metadata, None, shared=False)
+            return result
+        key = (plan.scope, _core.normalize(plan.question))
+        shared = plan.write and key in self._inflight
+        reservation = None
+        try:
+            if shared:  # another request is already paying for this answer
+                task = self._inflight[key]
+            else:
+                route = self._route(plan, embedding)
+                route, reservation = self.accounting.admit(self.router, route, plan.request, who, plan.question)
+                if not plan.write:  # nothing to share: a fresh answer was asked for
+                    task = asyncio.get_running_loop().create_task(self._call(route, plan.request, deadline))
+                else:
+                    # The shared call outlives any one caller's deadline (bounded by the
+                    # provider timeouts and attempts): its answer is cached for the next.
+                    task = self._single_flight(key, plan, route, embedding)
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 answer = await asyncio.wait_for(asyncio.shield(task), remaining)
             except TimeoutError:
                 raise DeadlineExceeded("the deadline passed while the upstream call was in flight; "
                                        "its answer will be cached for the next request") from None
-        return _from_answer(answer)
+        except BaseException:
+            self.accounting.failed(reservation)
+            raise
+        result = _from_answer(answer)
+        self.accounting.completed(ctx, result, plan.request, {}, reservation, shared=shared)
+        return result
 
     async def stream(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
-                     controls: CacheControls = CacheControls(),
+                     controls: CacheControls = CacheControls(), who: Who = Who(),
                      deadline: float | None = None) -> AsyncIterator[str | CompletionResult]:
         """Text pieces as they come, then the CompletionResult. A hit is replayed in
         pieces; only a complete, successful stream is stored. Closing the iterator (the
         client went away) closes the upstream stream."""
+        ctx = Context(namespace, who, time.perf_counter())
         plan = self._plan(namespace, request, model, tier, controls)
         hit, embedding = await self._lookup(plan)
         if hit is not None:
             for start in range(0, len(hit.response), REPLAY_PIECE):
                 yield hit.response[start:start + REPLAY_PIECE]
-            yield _from_hit(hit)
+            result = _from_hit(hit)
+            self.accounting.completed(ctx, result, plan.request, hit.metadata, None, shared=False)
+            yield result
             return
-        route = self.router.route(plan.model, plan.tier, plan.question, embedding.vector if embedding.whole else None)
+        route = self._route(plan, embedding)
+        route, reservation = self.accounting.admit(self.router, route, plan.request, who, plan.question)
         parts: list[str] = []
         answered_by, attempts, finish, usage = "", 0, "", Usage()
-        self.engine.count_upstream(error=False)
         try:
             async for delta in self.router.stream(route, plan.request, deadline):
                 answered_by = delta.model or answered_by
@@ -141,13 +162,17 @@ class Completions:
                     yield delta.text
                 if delta.finish_reason:
                     finish, usage = delta.finish_reason, delta.usage
-        except SemcachedError:
-            self.engine.count_upstream(error=True)
+        except BaseException as e:
+            self.accounting.failed(reservation)
+            self._upstream(route.targets[0].name, error=isinstance(e, SemcachedError))
             raise
+        self._upstream(answered_by, error=False)
         answer = Answer("".join(parts), answered_by, usage, finish, attempts, route.tier, route.reason)
         if plan.write and finish != "length":
             await self._store(plan, answer, embedding, generation=None)
-        yield _from_answer(answer)
+        result = _from_answer(answer)
+        self.accounting.completed(ctx, result, plan.request, {}, reservation, shared=False)
+        yield result
 
     # -- internals --------------------------------------------------------------------
 
@@ -177,31 +202,46 @@ class Completions:
                 return None, found.embedding
         return None, await self.engine.embedder.embed(plan.question)
 
-    def _single_flight(self, plan: _Plan, route: Route, embedding: Embedding) -> asyncio.Task[Answer]:
+    def _route(self, plan: _Plan, embedding: Embedding) -> Route:
+        route = self.router.route(plan.model, plan.tier, plan.question,
+                                  embedding.vector if embedding.whole else None)
+        log.info("miss in %s: %s (%s)", plan.namespace, route.tier or route.targets[0].name, route.reason)
+        return route
+
+    def _single_flight(self, key: tuple[str, str], plan: _Plan, route: Route,
+                       embedding: Embedding) -> asyncio.Task[Answer]:
         """One upstream call (and one store) per distinct in-flight miss. It runs in a
         task of its own, so a caller that goes away does not fail the others waiting."""
-        key = (plan.scope, _core.normalize(plan.question))
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._fill(plan, route, embedding))
-            self._inflight[key] = task
-            # Leaves the map only once the answer is stored, so a request arriving in
-            # between finds the entry or the task, never neither.
-            task.add_done_callback(lambda t: (self._inflight.pop(key, None),
-                                              t.cancelled() or t.exception()))
+        task = asyncio.get_running_loop().create_task(self._fill(plan, route, embedding))
+        self._inflight[key] = task
+        # Leaves the map only once the answer is stored, so a request arriving in
+        # between finds the entry or the task, never neither.
+        task.add_done_callback(lambda t: (self._inflight.pop(key, None), t.cancelled() or t.exception()))
         return task
 
     async def _fill(self, plan: _Plan, route: Route, embedding: Embedding) -> Answer:
         generation = self.engine.generation(plan.namespace)
-        try:
-            answer = await self.router.complete(route, plan.request, None)
-        except Exception:
-            self.engine.count_upstream(error=True)
-            raise  # errors are never cached
-        self.engine.count_upstream(error=False)
+        answer = await self._call(route, plan.request, None)
         if answer.finish_reason != "length":  # a truncated answer is not worth serving again
             await self._store(plan, answer, embedding, generation)
         return answer
+
+    async def _call(self, route: Route, request: Request, deadline: float | None) -> Answer:
+        try:
+            answer = await self.router.complete(route, request, deadline)
+        except Exception:
+            self._upstream(route.targets[0].name, error=True)
+            raise  # errors are never cached
+        self._upstream(answer.model, error=False, seconds=answer.upstream_ms / 1000)
+        return answer
+
+    def _upstream(self, model: str, error: bool, seconds: float | None = None) -> None:
+        self.engine.count_upstream(error)
+        metrics = self.accounting.metrics
+        if metrics is not None:
+            metrics.upstream.labels(metrics.model(model), "error" if error else "ok").inc()
+            if seconds is not None:
+                metrics.latency.labels("upstream").observe(seconds)
 
     async def _store(self, plan: _Plan, answer: Answer, embedding: Embedding, generation: int | None) -> None:
         meta = {"model": answer.model, "tier": answer.tier,

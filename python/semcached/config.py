@@ -30,6 +30,8 @@ class ServerConfig:
     # Seconds in-flight RPCs get to finish on SIGTERM/SIGINT.
     shutdown_grace_seconds: float = 10.0
     log_level: str = "info"
+    # Prometheus metrics over HTTP on this port (same host); 0: off.
+    metrics_port: int = 0
 
 
 @dataclass
@@ -137,6 +139,26 @@ class RoutingConfig:
 
 
 @dataclass
+class LedgerConfig:
+    # Every request becomes a row in <data_dir>/ledger.db (SQLite, WAL), written in
+    # batches off the request path at this interval; a crash can lose the last interval.
+    flush_interval_ms: int = 500
+    enabled: bool = True
+
+
+@dataclass
+class BudgetSettings:
+    """One [budgets.<name>] table."""
+
+    scope: str = "user"  # user | feature | tenant
+    # The user, feature or tenant it applies to; "*": each one separately.
+    key: str = "*"
+    period: str = "day"  # day | month (UTC)
+    limit_usd: float = 0.0
+    action: str = "reject"  # reject (RESOURCE_EXHAUSTED) | downgrade (the cheapest tier)
+
+
+@dataclass
 class NamespaceSettings:
     max_entries: int = 0
     max_bytes: int = 0
@@ -151,6 +173,10 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    # [prices."<model>"] tables over the shipped price table (checked by pricing.Prices).
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budgets: dict[str, BudgetSettings] = field(default_factory=dict)
     # [providers.<name>] and [tiers] tables; a file that has one replaces the defaults.
     providers: dict[str, ProviderSettings] = field(default_factory=default_providers)
     tiers: dict[str, list[str]] = field(default_factory=default_tiers)
@@ -198,6 +224,15 @@ class Config:
         _require(self.embedding.threads >= 0, "embedding.threads", "must not be negative")
         _require(self.embedding.max_tokens >= 8, "embedding.max_tokens", "must be at least 8")
         self._validate_routing()
+        _require(0 <= self.server.metrics_port <= 65535, "server.metrics_port", "must be in 0..65535 (0: off)")
+        _require(self.ledger.flush_interval_ms >= 10, "ledger.flush_interval_ms", "must be at least 10")
+        for name, b in self.budgets.items():
+            _require(b.scope in ("user", "feature", "tenant"), f"budgets.{name}.scope",
+                     "must be 'user', 'feature' or 'tenant'")
+            _require(bool(b.key), f"budgets.{name}.key", "must name one (or '*' for each)")
+            _require(b.period in ("day", "month"), f"budgets.{name}.period", "must be 'day' or 'month'")
+            _require(b.limit_usd > 0 and not math.isnan(b.limit_usd), f"budgets.{name}.limit_usd", "must be positive")
+            _require(b.action in ("reject", "downgrade"), f"budgets.{name}.action", "must be 'reject' or 'downgrade'")
         return self
 
 
@@ -257,7 +292,7 @@ def load(path: str | os.PathLike[str] | None = None,
     return config.validate()
 
 
-_TABLES = ("namespaces", "providers", "tiers", "required_providers")
+_TABLES = ("namespaces", "providers", "tiers", "required_providers", "prices", "budgets")
 
 
 def _sections(config: Config) -> dict[str, Any]:
@@ -275,6 +310,17 @@ def _apply_file(config: Config, data: dict[str, Any], where: str) -> None:
             continue
         if name == "tiers" and isinstance(values, dict):
             _apply_tiers(config, values, where)
+            continue
+        if name == "prices" and isinstance(values, dict):
+            config.prices = dict(values)
+            continue
+        if name == "budgets" and isinstance(values, dict):
+            for budget, table in values.items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{where}: [budgets.{budget}] must be a table")
+                settings = config.budgets[budget] = BudgetSettings()
+                for key, value in table.items():
+                    _set(settings, f"budgets.{budget}", key, value, where)
             continue
         if name not in sections:
             raise ConfigError(f"{where}: unknown section [{name}]; known: {', '.join(sections)}")
@@ -367,7 +413,8 @@ def replace(config: Config, **overrides: Any) -> Config:
         name, key = dotted.split("__")
         _set(sections[name], name, key, value, "command line")
     return Config(**sections, namespaces=dict(config.namespaces), providers=dict(config.providers),
-                  tiers=dict(config.tiers), required_providers=set(config.required_providers)).validate()
+                  tiers=dict(config.tiers), required_providers=set(config.required_providers),
+                  prices=dict(config.prices), budgets=dict(config.budgets)).validate()
 
 
 def data_dir(config: Config) -> Path:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from semcached.config import Config, ConfigError, data_dir
+from semcached.accounting import Accounting
 from semcached.completion import Completions
 from semcached.engine import Engine
 from semcached.server.servicer import SemanticCacheServicer, register
@@ -50,11 +51,12 @@ async def serve(config: Config) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     lock = lock_data_dir(data_dir(config))
     engine = Engine.from_config(config)
-    completions = Completions.build(engine)
+    accounting = Accounting.from_config(config, lambda: (len(engine.store), engine.store.bytes))
+    completions = Completions.build(engine, accounting)
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", config.cache.max_response_bytes + (1 << 20)),
     ])
-    register(SemanticCacheServicer(engine, completions), server)
+    register(SemanticCacheServicer(engine, completions, accounting), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -69,6 +71,11 @@ async def serve(config: Config) -> None:
 
     await server.start()
     engine.start()
+    if accounting.metrics is not None:
+        try:
+            accounting.metrics.serve(config.server.host, config.server.metrics_port)
+        except OSError as e:
+            raise ConfigError(f"cannot serve metrics on port {config.server.metrics_port}: {e.strerror}") from None
     for name in (SERVICE_NAME, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     for reason in completions.router.missing.values():
@@ -89,6 +96,7 @@ async def serve(config: Config) -> None:
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.server.shutdown_grace_seconds)
     await completions.close()
+    accounting.close()  # writes the queued ledger rows
     await engine.close()
     lock.close()
     log.info("stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -12,9 +13,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from semcached import validation
+from semcached.accounting import Accounting, Context
+from semcached.budgets import Who
 from semcached.completion import CacheControls, Completions
 from semcached.engine import Engine
-from semcached.errors import InvalidArgument, SemcachedError
+from semcached.errors import FailedPrecondition, InvalidArgument, SemcachedError
+from semcached.ledger import GROUPS, Report, ReportRow, now_ms
 from semcached.providers import Request
 from semcached.results import CompletionResult, LookupResult
 from semcached.v1 import semcached_pb2 as pb
@@ -136,15 +140,20 @@ def _complete_response(result: CompletionResult) -> pb.CompleteResponse:
 
 
 class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
-    def __init__(self, engine: Engine, completions: Completions) -> None:
+    def __init__(self, engine: Engine, completions: Completions, accounting: Accounting) -> None:
         self.engine = engine
         self.completions = completions
+        self.accounting = accounting
 
     @_statuses
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        ctx = Context(request.namespace, Who(request.user, request.feature, request.tenant), time.perf_counter())
         result = await self.engine.lookup(request.namespace, request.prompt,
                                           _optional(request, "min_similarity"),
                                           _optional(request, "target_precision"))
+        self.accounting.looked_up(ctx, result)
+        if self.accounting.metrics is not None:
+            self.accounting.metrics.latency.labels("lookup").observe(time.perf_counter() - ctx.started)
         return pb.LookupResponse(kind=KIND_TO_PROTO[result.kind], response=result.response,
                                  match=_match(result))
 
@@ -160,7 +169,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:
         upstream, controls = _completion(request)
         result = await self.completions.complete(request.namespace, upstream, model=request.model,
-                                                 tier=request.tier, controls=controls,
+                                                 tier=request.tier, controls=controls, who=_who(request),
                                                  deadline=_deadline(context))
         return _complete_response(result)
 
@@ -172,7 +181,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
         try:
             upstream, controls = _completion(request)
             pieces = self.completions.stream(request.namespace, upstream, model=request.model,
-                                             tier=request.tier, controls=controls,
+                                             tier=request.tier, controls=controls, who=_who(request),
                                              deadline=_deadline(context))
             async for piece in pieces:
                 if isinstance(piece, str):
@@ -220,5 +229,37 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
     async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
         r = await self.engine.record_feedback(request.namespace, request.entry_id, request.correct,
                                               request.prompt or None)
+        if self.accounting.metrics is not None:
+            self.accounting.metrics.feedback.labels(str(request.correct).lower()).inc()
         return pb.FeedbackResponse(right=r.right, wrong=r.wrong, removed=r.removed,
                                    target_precision=r.target_precision)
+
+    @_statuses
+    async def Report(self, request: pb.ReportRequest, context: grpc.aio.ServicerContext) -> pb.ReportResponse:
+        ledger = self.accounting.ledger
+        if ledger is None:
+            raise FailedPrecondition("the ledger is off (ledger.enabled = false)")
+        if request.by not in GROUPS:
+            raise InvalidArgument(f"by must be one of {', '.join(GROUPS)}, got {request.by!r}")
+        if request.since_seconds < 0:
+            raise InvalidArgument(f"since_seconds must not be negative, got {request.since_seconds}")
+        since = now_ms() - request.since_seconds * 1000 if request.since_seconds else 0
+
+        def report() -> Report:
+            ledger.flush()  # the rows still queued belong in the report
+            return ledger.store.report(request.by, since, request.top)
+
+        result = await asyncio.get_running_loop().run_in_executor(None, report)
+        return pb.ReportResponse(by=result.by, rows=[_report_row(r) for r in result.rows],
+                                 total=_report_row(result.total))
+
+
+def _who(request: pb.CompleteRequest) -> Who:
+    return Who(request.user, request.feature, request.tenant)
+
+
+def _report_row(r: ReportRow) -> pb.ReportRow:
+    return pb.ReportRow(key=r.key, requests=r.requests, exact_hits=r.exact_hits,
+                        semantic_hits=r.semantic_hits, misses=r.misses, hit_rate=r.hit_rate,
+                        spend_usd=r.spend_usd, savings_usd=r.savings_usd, savings_pct=r.savings_pct,
+                        unknown_cost=r.unknown_cost)

@@ -44,16 +44,22 @@ class Match(_message.Message):
     def __init__(self, entry_id: _Optional[int] = ..., matched_prompt: _Optional[str] = ..., similarity: _Optional[float] = ..., verifier_score: _Optional[float] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("namespace", "prompt", "min_similarity", "target_precision")
+    __slots__ = ("namespace", "prompt", "min_similarity", "target_precision", "user", "feature", "tenant")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     TARGET_PRECISION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     prompt: str
     min_similarity: float
     target_precision: float
-    def __init__(self, namespace: _Optional[str] = ..., prompt: _Optional[str] = ..., min_similarity: _Optional[float] = ..., target_precision: _Optional[float] = ...) -> None: ...
+    user: str
+    feature: str
+    tenant: str
+    def __init__(self, namespace: _Optional[str] = ..., prompt: _Optional[str] = ..., min_similarity: _Optional[float] = ..., target_precision: _Optional[float] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("kind", "response", "match")
@@ -105,7 +111,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class CompleteRequest(_message.Message):
-    __slots__ = ("namespace", "messages", "model", "user", "feature", "min_similarity", "ttl_seconds", "target_precision", "tier", "temperature", "top_p", "max_tokens", "tools_json", "response_format_json", "no_cache", "no_store", "max_age_seconds", "cache_high_temperature")
+    __slots__ = ("namespace", "messages", "model", "user", "feature", "min_similarity", "ttl_seconds", "target_precision", "tier", "temperature", "top_p", "max_tokens", "tools_json", "response_format_json", "no_cache", "no_store", "max_age_seconds", "cache_high_temperature", "tenant")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +130,7 @@ class CompleteRequest(_message.Message):
     NO_STORE_FIELD_NUMBER: _ClassVar[int]
     MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIGH_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     model: str
@@ -142,7 +149,8 @@ class CompleteRequest(_message.Message):
     no_store: bool
     max_age_seconds: int
     cache_high_temperature: bool
-    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., min_similarity: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., target_precision: _Optional[float] = ..., tier: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., tools_json: _Optional[str] = ..., response_format_json: _Optional[str] = ..., no_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ..., max_age_seconds: _Optional[int] = ..., cache_high_temperature: _Optional[bool] = ...) -> None: ...
+    tenant: str
+    def __init__(self, namespace: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., model: _Optional[str] = ..., user: _Optional[str] = ..., feature: _Optional[str] = ..., min_similarity: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., target_precision: _Optional[float] = ..., tier: _Optional[str] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., tools_json: _Optional[str] = ..., response_format_json: _Optional[str] = ..., no_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ..., max_age_seconds: _Optional[int] = ..., cache_high_temperature: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -225,6 +233,50 @@ class FeedbackResponse(_message.Message):
     removed: bool
     target_precision: float
     def __init__(self, right: _Optional[int] = ..., wrong: _Optional[int] = ..., removed: _Optional[bool] = ..., target_precision: _Optional[float] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ("by", "since_seconds", "top")
+    BY_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    since_seconds: int
+    top: int
+    def __init__(self, by: _Optional[str] = ..., since_seconds: _Optional[int] = ..., top: _Optional[int] = ...) -> None: ...
+
+class ReportRow(_message.Message):
+    __slots__ = ("key", "requests", "exact_hits", "semantic_hits", "misses", "hit_rate", "spend_usd", "savings_usd", "savings_pct", "unknown_cost")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_HITS_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    SPEND_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVINGS_USD_FIELD_NUMBER: _ClassVar[int]
+    SAVINGS_PCT_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_COST_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    requests: int
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    hit_rate: float
+    spend_usd: float
+    savings_usd: float
+    savings_pct: float
+    unknown_cost: int
+    def __init__(self, key: _Optional[str] = ..., requests: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., hit_rate: _Optional[float] = ..., spend_usd: _Optional[float] = ..., savings_usd: _Optional[float] = ..., savings_pct: _Optional[float] = ..., unknown_cost: _Optional[int] = ...) -> None: ...
+
+class ReportResponse(_message.Message):
+    __slots__ = ("by", "rows", "total")
+    BY_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    by: str
+    rows: _containers.RepeatedCompositeFieldContainer[ReportRow]
+    total: ReportRow
+    def __init__(self, by: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[ReportRow, _Mapping]]] = ..., total: _Optional[_Union[ReportRow, _Mapping]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -69,6 +69,11 @@ class SemanticCacheStub:
                 request_serializer=semcached_dot_v1_dot_semcached__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=semcached_dot_v1_dot_semcached__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/semcached.v1.SemanticCache/Report',
+                request_serializer=semcached_dot_v1_dot_semcached__pb2.ReportRequest.SerializeToString,
+                response_deserializer=semcached_dot_v1_dot_semcached__pb2.ReportResponse.FromString,
+                _registered_method=True)
 
 
 class SemanticCacheServicer:
@@ -128,6 +133,13 @@ class SemanticCacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Report(self, request, context):
+        """Requests, hits, spend and savings from the cost ledger, grouped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SemanticCacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +177,11 @@ def add_SemanticCacheServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=semcached_dot_v1_dot_semcached__pb2.FeedbackRequest.FromString,
                     response_serializer=semcached_dot_v1_dot_semcached__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=semcached_dot_v1_dot_semcached__pb2.ReportRequest.FromString,
+                    response_serializer=semcached_dot_v1_dot_semcached__pb2.ReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +373,33 @@ class SemanticCache:
             '/semcached.v1.SemanticCache/Feedback',
             semcached_dot_v1_dot_semcached__pb2.FeedbackRequest.SerializeToString,
             semcached_dot_v1_dot_semcached__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semcached.v1.SemanticCache/Report',
+            semcached_dot_v1_dot_semcached__pb2.ReportRequest.SerializeToString,
+            semcached_dot_v1_dot_semcached__pb2.ReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

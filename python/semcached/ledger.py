@@ -1,0 +1,176 @@
+"""The cost ledger: one row per request, hit or miss, and the reports over it.
+
+Rows are queued by the request path and written in batches by a background thread, one
+transaction per batch, so a request never waits on the disk for accounting. A clean
+shutdown writes everything queued; a crash can lose the rows of the last flush interval
+(``ledger.flush_interval_ms``), never a row already written (SQLite, WAL mode).
+
+``LedgerStore`` is the storage interface: SQLite in the data directory is the embedded
+default; a fleet can put a server database behind the same few methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("semcached.ledger")
+
+GROUPS = ("user", "feature", "tenant", "model", "tier", "namespace", "day", "kind")
+
+
+@dataclass(frozen=True)
+class Row:
+    ts_ms: int
+    tenant: str
+    user: str
+    feature: str
+    namespace: str
+    model: str  # "<provider>/<model>"; on a hit, the model that made the cached answer
+    tier: str
+    kind: str  # exact | semantic | miss
+    similarity: float
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_estimated: bool  # the provider reported no usage: about 4 characters a token
+    cost_usd: float | None  # what this request spent upstream; None: the model has no price
+    cost_avoided_usd: float | None  # on a hit: what answering it upstream would cost today
+    latency_ms: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    key: str
+    requests: int
+    exact_hits: int
+    semantic_hits: int
+    misses: int
+    spend_usd: float
+    savings_usd: float
+    unknown_cost: int  # requests whose model has no price
+
+    @property
+    def hit_rate(self) -> float:
+        return (self.exact_hits + self.semantic_hits) / self.requests if self.requests else 0.0
+
+    @property
+    def savings_pct(self) -> float:
+        total = self.spend_usd + self.savings_usd
+        return 100 * self.savings_usd / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    by: str
+    since_ms: int
+    rows: list[ReportRow]  # most spend first
+    total: ReportRow
+
+
+class LedgerStore(Protocol):
+    def write(self, rows: list[Row]) -> None: ...
+    def report(self, by: str, since_ms: int, limit: int) -> Report: ...
+    def spend(self, scope: str, since_ms: int) -> dict[str, float]: ...
+    def close(self) -> None: ...
+
+
+_COLUMNS = [f.name for f in fields(Row)]
+_TYPES = {"ts_ms": "INTEGER", "similarity": "REAL", "prompt_tokens": "INTEGER",
+          "completion_tokens": "INTEGER", "tokens_estimated": "INTEGER", "cost_usd": "REAL",
+          "cost_avoided_usd": "REAL", "latency_ms": "REAL", "attempts": "INTEGER"}
+
+
+class SQLiteLedger:
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            if not path.exists():
+                raise FileNotFoundError(f"no ledger at {path}")
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            self._db = sqlite3.connect(path, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed batch
+            columns = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in _COLUMNS)
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS requests ({columns})")
+            self._db.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts_ms)")
+            self._db.commit()
+        self._lock = threading.Lock()
+
+    def write(self, rows: list[Row]) -> None:
+        marks = ", ".join("?" for _ in _COLUMNS)
+        with self._lock, self._db:
+            self._db.executemany(f"INSERT INTO requests VALUES ({marks})", [astuple(r) for r in rows])
+
+    def report(self, by: str, since_ms: int, limit: int) -> Report:
+        if by not in GROUPS:
+            raise ValueError(f"cannot group by {by!r}; use one of {', '.join(GROUPS)}")
+        key = "strftime('%Y-%m-%d', ts_ms / 1000, 'unixepoch')" if by == "day" else by
+        query = (f"SELECT {key}, COUNT(*), SUM(kind = 'exact'), SUM(kind = 'semantic'), SUM(kind = 'miss'), "
+                 "TOTAL(cost_usd), TOTAL(cost_avoided_usd), "
+                 "SUM((kind = 'miss' AND cost_usd IS NULL) OR (kind != 'miss' AND cost_avoided_usd IS NULL)) "
+                 "FROM requests WHERE ts_ms >= ? GROUP BY 1 ORDER BY 6 DESC, 2 DESC")
+        with self._lock:
+            rows = [ReportRow(str(r[0]), *r[1:]) for r in self._db.execute(query, (since_ms,))]
+        total = ReportRow("total", *(sum(getattr(r, f.name) for r in rows) for f in fields(ReportRow)[1:]))
+        return Report(by, since_ms, rows[:limit] if limit else rows, total)
+
+    def spend(self, scope: str, since_ms: int) -> dict[str, float]:
+        """Spend per user, feature or tenant since a time (budgets reload it at start)."""
+        if scope not in ("user", "feature", "tenant"):
+            raise ValueError(scope)
+        with self._lock:
+            return {str(k): float(v) for k, v in self._db.execute(
+                f"SELECT {scope}, TOTAL(cost_usd) FROM requests WHERE ts_ms >= ? GROUP BY 1", (since_ms,))}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class Ledger:
+    """Queues rows and writes them in batches on a thread of its own."""
+
+    def __init__(self, store: LedgerStore, flush_interval_ms: int) -> None:
+        self.store = store
+        self._interval = flush_interval_ms / 1000
+        self._queue: list[Row] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+        self._thread.start()
+
+    def record(self, row: Row) -> None:
+        with self._lock:
+            self._queue.append(row)
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._queue = self._queue, []
+        if rows:
+            try:
+                self.store.write(rows)
+            except sqlite3.Error as e:  # a full disk: keep the rows for the next try
+                log.error("could not write %d ledger rows (will retry): %s", len(rows), e)
+                with self._lock:
+                    self._queue[:0] = rows
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+        self.store.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
