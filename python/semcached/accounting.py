@@ -75,7 +75,9 @@ class Accounting:
         downgraded = router.route("", cheapest, question, None)
         reason = f"budget {over[0].name!r} exceeded: downgraded to the cheapest tier, {cheapest}"
         downgraded = Route(downgraded.tier, downgraded.targets, reason)
-        reservation, still_over = self.budgets.reserve(who, self._estimate(downgraded, request))
+        # The downgrading budgets have had their say; the others (and the spend) still count.
+        reservation, still_over = self.budgets.reserve(who, self._estimate(downgraded, request),
+                                                       skip=frozenset(o.name for o in over))
         if still_over:
             raise reject(still_over, who)
         log.info("%s (%s)", reason, over[0].message(getattr(who, over[0].settings.scope)))

@@ -43,8 +43,9 @@ class Over:
     resets: dt.datetime
 
     def message(self, who: str) -> str:
-        return (f"budget {self.name!r} ({self.settings.scope} {who}, {self.settings.period}ly) "
-                f"is ${self.settings.limit_usd:.2f}; ${self.spent:.4f} is spent or reserved; "
+        per = {"day": "daily", "month": "monthly"}[self.settings.period]
+        return (f"budget {self.name!r} ({self.settings.scope} {who}, {per}) "
+                f"is ${self.settings.limit_usd:g}; ${self.spent:.6f} is spent or reserved; "
                 f"it resets at {self.resets:%Y-%m-%dT%H:%M:%SZ}")
 
 
@@ -70,13 +71,16 @@ class Budgets:
                 for who, spent in ledger.spend(b.scope, int(start.timestamp() * 1000)).items():
                     self._spent[(name, who, int(start.timestamp()))] = spent
 
-    def reserve(self, who: Who, estimate: float, now: dt.datetime | None = None) -> tuple[Reservation, list[Over]]:
-        """Reserves ``estimate`` against every budget for ``who`` it fits in, and lists
-        those it would exceed (then nothing is reserved: the caller rejects, or
-        downgrades and reserves again)."""
+    def reserve(self, who: Who, estimate: float, now: dt.datetime | None = None,
+                skip: frozenset[str] = frozenset()) -> tuple[Reservation, list[Over]]:
+        """Reserves ``estimate`` against every budget for ``who`` (but those in
+        ``skip``), or lists those it would exceed and reserves nothing: the caller
+        rejects, or downgrades and reserves again skipping the downgrading budgets."""
         now = now or dt.datetime.now(dt.UTC)
         keys, over = [], []
         for name, b in self.settings.items():
+            if name in skip:
+                continue
             value = getattr(who, b.scope)
             if b.key != "*" and value != b.key:
                 continue
