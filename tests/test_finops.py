@@ -174,6 +174,7 @@ def test_metrics_are_scraped_over_http(finops_server: ServerProcess) -> None:
     assert 'semcached_upstream_calls_total{model="other",result="ok"} 1.0' in text  # bounded labels
     assert 'semcached_latency_seconds_bucket{le="0.005",stage="lookup"}' in text
     assert 'semcached_latency_seconds_count{stage="upstream"} 2.0' in text
+    assert 'semcached_latency_seconds_count{stage="embedding"}' in text
     assert 'semcached_feedback_total{correct="true"} 1.0' in text
     assert "semcached_entries 3.0" in text
 

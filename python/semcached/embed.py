@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ class BatchingEmbedder:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embed")
         self._pending: list[tuple[str, asyncio.Future[Embedding]]] = []
         self._running = 0
+        # Called with each batch's inference seconds (the metrics' embedding histogram).
+        self.observe: Callable[[float], None] | None = None
 
     @property
     def model_id(self) -> str:
@@ -131,6 +134,7 @@ class BatchingEmbedder:
                 size = min(MAX_BATCH, -(-len(self._pending) // self._workers))
                 batch, self._pending = self._pending[:size], self._pending[size:]
                 texts = [text for text, _ in batch]
+                started = time.perf_counter()
                 try:
                     vectors, whole = await loop.run_in_executor(self._pool, self.embedder.embed_checked, texts)
                 except Exception as e:  # a failed batch fails its own requests only
@@ -138,6 +142,8 @@ class BatchingEmbedder:
                         if not future.done():
                             future.set_exception(e)
                     continue
+                if self.observe is not None:
+                    self.observe(time.perf_counter() - started)
                 for (_, future), vector, fits in zip(batch, vectors, whole):
                     if not future.done():
                         future.set_result(Embedding(vector, fits))

@@ -356,6 +356,14 @@ class Engine:
         if not embedding.whole:
             return Found(LookupResult(kind="miss"), embedding)
         result = await self.embedder.run_sync(self._semantic, scope, prompt, embedding.vector, decision)
+        if not result.hit:
+            # The same question may have been stored while this one was embedded and
+            # searched (a single-flight fill finishing): serve it rather than pay again.
+            # No await follows before the caller checks the in-flight fills, so a miss
+            # here finds the entry or the fill, never neither.
+            entry = self.store.get_exact(scope, prompt)
+            if entry is not None and entry.created_ms >= decision.min_created_ms:
+                return Found(_result("exact", entry, 1.0, 1.0), embedding)
         return Found(result, embedding)
 
     def _semantic(self, scope: str, prompt: str, vector: np.ndarray, decision: Decision) -> LookupResult:

@@ -72,6 +72,7 @@ async def serve(config: Config) -> None:
     await server.start()
     engine.start()
     if accounting.metrics is not None:
+        engine.embedder.observe = accounting.metrics.latency.labels("embedding").observe
         try:
             accounting.metrics.serve(config.server.host, config.server.metrics_port)
         except OSError as e:
