@@ -45,6 +45,9 @@ log = logging.getLogger("semcached.engine")
 # store but not yet from the index never hide a live neighbour, and the verifier can
 # prefer the second-nearest question when it asks the same thing and the nearest does not.
 CANDIDATES = 4
+# Of those above min_similarity, the verifier reads the nearest this many: each costs
+# about 5 ms of one core, and a third-nearest question is rarely the right one.
+VERIFIED = 2
 # A scope for Complete is "<namespace>#<partition>"; '#' cannot occur in a namespace. The
 # core counts a scope toward the bounds of the namespace before the '#' (store.rs group_of).
 PARTITION_SEPARATOR = "#"
@@ -382,6 +385,7 @@ class Engine:
             (entry, similarity), score = candidates[0], 0.0
             served = similarity >= decision.threshold
         else:
+            candidates = candidates[:VERIFIED]
             scores = self.verifier.scores(prompt, [entry.prompt for entry, _ in candidates])
             best = int(np.argmax(scores))
             (entry, similarity), score = candidates[best], float(scores[best])

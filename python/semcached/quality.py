@@ -32,7 +32,7 @@ from typing import Any
 from semcached import _core
 from semcached import config as configuration
 from semcached.config import ConfigError
-from semcached.engine import CANDIDATES, Engine
+from semcached.engine import VERIFIED, Engine
 from semcached.verifier import Calibration
 from semcached.verifier import curve as calibration_curve
 
@@ -197,14 +197,14 @@ def calibrate(outcomes: list[Outcome], min_similarity: float, embedding_model: s
 async def latency_ms(engine: Engine, lookups: list[tuple[str, str]]) -> dict[str, list[float]]:
     """Lookups one at a time (the bulk runs concurrently, which measures throughput, not
     the latency one request sees), and the verifier's share: one call on the matched
-    question, and one on CANDIDATES of them (the most a lookup scores)."""
-    out: dict[str, list[float]] = {"lookup": [], "verifier_1": [], f"verifier_{CANDIDATES}": []}
+    question, and one on VERIFIED of them (the most a lookup scores)."""
+    out: dict[str, list[float]] = {"lookup": [], "verifier_1": [], f"verifier_{VERIFIED}": []}
     for namespace, prompt in lookups:
         start = time.perf_counter()
         r = await engine.lookup(namespace, prompt, target_precision=0.0)
         out["lookup"].append((time.perf_counter() - start) * 1000)
         if engine.verifier is not None and r.hit:
-            for n in (1, CANDIDATES):
+            for n in (1, VERIFIED):
                 start = time.perf_counter()
                 engine.verifier.scores(prompt, [r.matched_prompt] * n)
                 out[f"verifier_{n}"].append((time.perf_counter() - start) * 1000)

@@ -83,8 +83,9 @@ async def serve(config: Config) -> None:
         log.warning("%s; its models are skipped", reason)
     if not completions.router.providers:
         log.warning("no LLM provider has a key: Complete answers only from the cache")
-    log.info("semcached listening on %s:%d (embedding model %s, data dir %s)",
-             config.server.host, port, engine.model_id, data_dir(config))
+    log.info("semcached listening on %s:%d (embedding model %s, verifier %s, data dir %s)",
+             config.server.host, port, engine.model_id,
+             engine.verifier.model_id if engine.verifier else "none", data_dir(config))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
