@@ -10,6 +10,7 @@ under another system prompt, model, conversation, tool set or namespace is a mis
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ import numpy as np
 
 from semcached import _core, validation
 from semcached.accounting import Accounting, Context
-from semcached.budgets import Who
+from semcached.budgets import Reservation, Who
 from semcached.classify import SHIPPED_EXEMPLARS, Classifier, load_exemplars
 from semcached.embed import Embedding
 from semcached.engine import PARTITION_SEPARATOR, Decision, Engine
@@ -123,7 +124,12 @@ class Completions:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 answer = await asyncio.wait_for(asyncio.shield(task), remaining)
-            except TimeoutError:
+            except (TimeoutError, asyncio.CancelledError) as gone:
+                if not shared:  # the call goes on without this caller: account for it when it ends
+                    task.add_done_callback(functools.partial(self._account_late, ctx, plan.request, reservation))
+                    reservation = None
+                if isinstance(gone, asyncio.CancelledError):
+                    raise
                 raise DeadlineExceeded("the deadline passed while the upstream call was in flight; "
                                        "its answer will be cached for the next request") from None
         except BaseException:
@@ -132,6 +138,13 @@ class Completions:
         result = _from_answer(answer)
         self.accounting.completed(ctx, result, plan.request, {}, reservation, shared=shared)
         return result
+
+    def _account_late(self, ctx: Context, request: Request, reservation: Reservation | None,
+                      task: asyncio.Task[Answer]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.accounting.failed(reservation)
+        else:
+            self.accounting.completed(ctx, _from_answer(task.result()), request, {}, reservation, shared=False)
 
     async def stream(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
                      controls: CacheControls = CacheControls(), who: Who = Who(),
