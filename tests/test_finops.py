@@ -207,3 +207,29 @@ def test_budgets_reject_and_downgrade_under_concurrent_load(finops_server: Serve
                           max_tokens=20)
         assert down.tier == "standard"  # the cheapest priced tier of the test config
         assert down.route_reason == "budget 'summaries' exceeded: downgraded to the cheapest tier, standard"
+
+
+def test_reports_combine_hourly_sums_with_the_part_hour(tmp_path: Path) -> None:
+    from semcached.ledger import Row, SQLiteLedger
+
+    def row(ts_ms: int, user: str, kind: str, cost: float | None, avoided: float | None) -> Row:
+        return Row(ts_ms, "t", user, "f", "ns", "openai/gpt-4o", "hard", kind, 0.0, 10, 5, False,
+                   cost, avoided, 1.0, 1)
+
+    hour = 3_600_000
+    ledger = SQLiteLedger(tmp_path / "ledger.db")
+    ledger.write([row(10 * hour + 100, "ann", "miss", 1.0, None), row(10 * hour + 900, "ann", "exact", 0.0, 1.0),
+                  row(11 * hour + 5, "bob", "miss", None, None), row(12 * hour, "ann", "semantic", 0.0, None)])
+    ledger.write([row(12 * hour + 1, "ann", "miss", 0.5, None)])  # a second batch adds to the same hour
+    everything = {r.key: r for r in ledger.report("user", 0, 0).rows}
+    ann = everything["ann"]
+    assert (ann.requests, ann.exact_hits, ann.semantic_hits, ann.misses) == (4, 1, 1, 2)
+    assert (ann.spend_usd, ann.savings_usd, ann.unknown_cost) == (1.5, 1.0, 1)  # the semantic hit: unpriced
+    assert everything["bob"].unknown_cost == 1
+    # From the middle of hour 10: the rest of hour 10 comes from the rows, later hours from the sums.
+    part = {r.key: r for r in ledger.report("user", 10 * hour + 500, 0).rows}
+    assert (part["ann"].requests, part["ann"].spend_usd) == (3, 0.5)
+    assert ledger.spend("user", 10 * hour + 500) == {"ann": 0.5, "bob": 0.0}
+    assert [r.key for r in ledger.report("user", 0, 1).rows] == ["ann"]  # top 1 by spend
+    with pytest.raises(ValueError, match="cannot group by"):
+        ledger.report("prompt", 0, 0)
