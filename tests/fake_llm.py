@@ -8,7 +8,7 @@ It counts calls per question and per model, and misbehaves on cue. In the questi
 ``[slow=S]`` waits S seconds first; ``[truncate]`` stops for length; ``[malformed]``
 sends a body that is not JSON; ``[drip=S]`` streams one word every S seconds. In the
 model name: ``down`` answers 503, ``hang`` never answers, ``ratelimited`` answers 429
-with Retry-After 0.2.
+with Retry-After 30.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class FakeLLM:
             headers["Retry-After"] = after.group(1)
         code = 503 if "down" in model else 429 if "ratelimited" in model else 0
         if "ratelimited" in model:
-            headers["Retry-After"] = "0.2"
+            headers["Retry-After"] = "30"
         if status := re.search(r"\[status=(\d+)\]", question):
             code = int(status.group(1))
         if (first := re.search(r"\[fail-first=(\d+)\]", question)) and calls <= int(first.group(1)):

@@ -207,6 +207,9 @@ def test_budgets_reject_and_downgrade_under_concurrent_load(finops_server: Serve
                           max_tokens=20)
         assert down.tier == "standard"  # the cheapest priced tier of the test config
         assert down.route_reason == "budget 'summaries' exceeded: downgraded to the cheapest tier, standard"
+        # The cheaper answer is not cached as the hard tier's: a user within budget gets a real one.
+        again = c.complete(ask("Summarize the quarterly report"), tier="hard", user="eve", max_tokens=20)
+        assert (again.kind, again.tier) == ("miss", "hard")
 
 
 def test_reports_combine_hourly_sums_with_the_part_hour(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ class Accounting:
         metrics = None
         if config.server.metrics_port:
             known = {entry for models in config.tiers.values() for entry in models}
-            metrics = Metrics(known, store)
+            metrics = Metrics(known, set(config.tiers), store)
         return cls(prices, ledger, budgets, metrics)
 
     def close(self) -> None:
@@ -152,8 +152,8 @@ class Accounting:
         if self.metrics is not None:
             m = self.metrics
             m.requests.labels(rpc, kind).inc()
-            label = m.model(model)
+            label, tier_label = m.model(model), m.tier(tier)
             if cost:
-                m.spend.labels(label, tier).inc(cost)
+                m.spend.labels(label, tier_label).inc(cost)
             if avoided:
-                m.savings.labels(label, tier).inc(avoided)
+                m.savings.labels(label, tier_label).inc(avoided)

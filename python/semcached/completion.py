@@ -10,6 +10,7 @@ under another system prompt, model, conversation, tool set or namespace is a mis
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -91,7 +92,12 @@ class Completions:
             classifier = Classifier(list(config.tiers), config.routing.default_tier, exemplars, vectors)
         return cls(engine, Router(config, providers, missing, classifier), accounting)
 
-    async def close(self) -> None:
+    async def close(self, grace: float = 10.0) -> None:
+        """Waits (up to ``grace`` seconds) for the upstream calls still in flight, whose
+        answers are paid for, then closes the provider clients."""
+        pending = list(self._inflight.values())
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
         await self.router.close()
 
     async def complete(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
@@ -99,8 +105,9 @@ class Completions:
                        deadline: float | None = None) -> CompletionResult:
         """From the cache, or from the routed model once per distinct in-flight miss.
         ``deadline`` (time.monotonic) bounds this caller's wait and the retries."""
-        ctx = Context(namespace, who, time.perf_counter())
+        started = time.perf_counter()
         plan = self._plan(namespace, request, model, tier, controls)
+        ctx = Context(plan.namespace, who, started)
         hit, embedding = await self._lookup(plan)
         if hit is not None:
             result = _from_hit(hit)
@@ -113,8 +120,10 @@ class Completions:
             if shared:  # another request is already paying for this answer
                 task = self._inflight[key]
             else:
-                route = self._route(plan, embedding)
-                route, reservation = self.accounting.admit(self.router, route, plan.request, who, plan.question)
+                asked = self._route(plan, embedding)
+                route, reservation = self.accounting.admit(self.router, asked, plan.request, who, plan.question)
+                if route is not asked:  # downgraded by a budget: not the answer this key stands for
+                    plan = dataclasses.replace(plan, write=False)
                 if not plan.write:  # nothing to share: a fresh answer was asked for
                     task = asyncio.get_running_loop().create_task(self._call(route, plan.request, deadline))
                 else:
@@ -125,7 +134,9 @@ class Completions:
             try:
                 answer = await asyncio.wait_for(asyncio.shield(task), remaining)
             except (TimeoutError, asyncio.CancelledError) as gone:
-                if not shared:  # the call goes on without this caller: account for it when it ends
+                if not shared and not plan.write:
+                    task.cancel()  # nobody else wants this answer and it will not be cached
+                elif not shared:  # the call goes on without this caller: account for it when it ends
                     task.add_done_callback(functools.partial(self._account_late, ctx, plan.request, reservation))
                     reservation = None
                 if isinstance(gone, asyncio.CancelledError):
@@ -152,8 +163,9 @@ class Completions:
         """Text pieces as they come, then the CompletionResult. A hit is replayed in
         pieces; only a complete, successful stream is stored. Closing the iterator (the
         client went away) closes the upstream stream."""
-        ctx = Context(namespace, who, time.perf_counter())
+        started = time.perf_counter()
         plan = self._plan(namespace, request, model, tier, controls)
+        ctx = Context(plan.namespace, who, started)
         hit, embedding = await self._lookup(plan)
         if hit is not None:
             for start in range(0, len(hit.response), REPLAY_PIECE):
@@ -162,30 +174,36 @@ class Completions:
             self.accounting.completed(ctx, result, plan.request, hit.metadata, None, shared=False)
             yield result
             return
-        route = self._route(plan, embedding)
-        route, reservation = self.accounting.admit(self.router, route, plan.request, who, plan.question)
+        asked = self._route(plan, embedding)
+        route, reservation = self.accounting.admit(self.router, asked, plan.request, who, plan.question)
+        generation = self.engine.generation(plan.namespace)
         parts: list[str] = []
         answered_by, attempts, finish, usage = "", 0, "", Usage()
+        settled = False
         try:
-            async for delta in self.router.stream(route, plan.request, deadline):
-                answered_by = delta.model or answered_by
-                attempts = delta.attempts or attempts
-                if delta.text:
-                    parts.append(delta.text)
-                    yield delta.text
-                if delta.finish_reason:
-                    finish, usage = delta.finish_reason, delta.usage
-        except BaseException as e:
-            self.accounting.failed(reservation)
-            self._upstream(route.targets[0].name, error=isinstance(e, SemcachedError))
-            raise
-        self._upstream(answered_by, error=False)
-        answer = Answer("".join(parts), answered_by, usage, finish, attempts, route.tier, route.reason)
-        if plan.write and finish != "length":
-            await self._store(plan, answer, embedding, generation=None)
-        result = _from_answer(answer)
-        self.accounting.completed(ctx, result, plan.request, {}, reservation, shared=False)
-        yield result
+            try:
+                async for delta in self.router.stream(route, plan.request, deadline):
+                    answered_by = delta.model or answered_by
+                    attempts = delta.attempts or attempts
+                    if delta.text:
+                        parts.append(delta.text)
+                        yield delta.text
+                    if delta.finish_reason:
+                        finish, usage = delta.finish_reason, delta.usage
+            except BaseException as e:
+                self._upstream(route.targets[0].name, error=isinstance(e, SemcachedError))
+                raise
+            self._upstream(answered_by, error=False)
+            answer = Answer("".join(parts), answered_by, usage, finish, attempts, route.tier, route.reason)
+            if plan.write and route is asked and _worth_keeping(answer):
+                await self._store(plan, answer, embedding, generation)
+            result = _from_answer(answer)
+            self.accounting.completed(ctx, result, plan.request, {}, reservation, shared=False)
+            settled = True
+            yield result
+        finally:
+            if not settled:
+                self.accounting.failed(reservation)
 
     # -- internals --------------------------------------------------------------------
 
@@ -235,7 +253,7 @@ class Completions:
     async def _fill(self, plan: _Plan, route: Route, embedding: Embedding) -> Answer:
         generation = self.engine.generation(plan.namespace)
         answer = await self._call(route, plan.request, None)
-        if answer.finish_reason != "length":  # a truncated answer is not worth serving again
+        if _worth_keeping(answer):
             await self._store(plan, answer, embedding, generation)
         return answer
 
@@ -267,6 +285,11 @@ class Completions:
         except SemcachedError as e:
             # The answer was paid for: return it even when caching it failed.
             log.error("could not cache an answer in %s: %s", plan.namespace, e)
+
+
+def _worth_keeping(answer: Answer) -> bool:
+    """A truncated or empty answer (a stream of tool calls only) is not served again."""
+    return answer.finish_reason != "length" and bool(answer.text.strip())
 
 
 def partition(request: Request, model: str, tier: str) -> str:

@@ -203,7 +203,7 @@ class Ledger:
         if rows:
             try:
                 self.store.write(rows)
-            except sqlite3.Error as e:  # a full disk: keep the rows for the next try
+            except Exception as e:  # a full disk, a locked file: keep the rows for the next try
                 log.error("could not write %d ledger rows (will retry): %s", len(rows), e)
                 with self._lock:
                     self._queue[:0] = rows

@@ -1,6 +1,6 @@
 """Prometheus metrics (``server.metrics_port``). Label sets stay bounded: RPC names, hit
-kinds, tiers from the config, and models that are configured in a tier or priced (any
-other model is "other"); never a prompt, user or namespace."""
+kinds, tiers from the config, and models configured in a tier (any other model or tier is
+"other"); never a prompt, user or namespace."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ class _StoreGauges(Collector):
 
 
 class Metrics:
-    def __init__(self, known_models: set[str], store: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, known_models: set[str], tiers: set[str], store: Callable[[], tuple[int, int]]) -> None:
         self.registry = CollectorRegistry()
         self._known = known_models
+        self._tiers = tiers
         r = self.registry
         self.requests = Counter("semcached_requests", "requests by RPC and outcome", ["rpc", "kind"], registry=r)
         self.latency = Histogram("semcached_latency_seconds", "time spent, by stage (lookup, embedding, upstream)",
@@ -42,8 +43,15 @@ class Metrics:
         r.register(_StoreGauges(store))
 
     def model(self, name: str) -> str:
-        """A bounded label for a model name."""
-        return name if name in self._known else "other"
+        """A bounded label for a model name: a configured "<provider>/<model>", also when
+        the provider answered with a dated version of it; anything else is "other"."""
+        if name in self._known:
+            return name
+        matches = [known for known in self._known if name.startswith(known + "-")]
+        return max(matches, key=len) if matches else "other"
+
+    def tier(self, name: str) -> str:
+        return name if name in self._tiers or not name else "other"
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

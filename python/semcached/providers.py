@@ -104,8 +104,12 @@ class Provider:
                 return await self._complete(request, model, timeout)
             except (openai.APIError, anthropic.APIError) as e:
                 raise self._upstream_error(e, model) from None
+            except UpstreamError:
+                raise
             except ValueError as e:  # a body that is not JSON, or not the API's shape
                 raise self._malformed(e, model) from None
+            except Exception as e:  # a transport error the SDK did not wrap
+                raise UpstreamError(Unavailable(f"{self.name}/{model} failed: {self._redact(e)}"), True) from None
 
     async def stream(self, request: Request, model: str, timeout: float) -> AsyncIterator[Delta]:
         """Text deltas as the provider sends them; closing the iterator closes the
@@ -116,8 +120,12 @@ class Provider:
                     yield delta
             except (openai.APIError, anthropic.APIError) as e:
                 raise self._upstream_error(e, model) from None
+            except UpstreamError:
+                raise
             except ValueError as e:
                 raise self._malformed(e, model) from None
+            except Exception as e:  # e.g. a connection reset mid-stream, unwrapped by the SDK
+                raise UpstreamError(Unavailable(f"{self.name}/{model} failed: {self._redact(e)}"), True) from None
 
     async def _complete(self, request: Request, model: str, timeout: float) -> Answer:
         raise NotImplementedError

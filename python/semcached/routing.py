@@ -73,6 +73,10 @@ class Breaker:
     def succeeded(self) -> None:
         self._failures, self._trial = 0, False
 
+    def release(self) -> None:
+        """Ends a half-open trial that neither succeeded nor failed (the caller gave up)."""
+        self._trial = False
+
     def failed(self) -> None:
         self._failures += 1
         self._trial = False
@@ -167,36 +171,49 @@ class Router:
                 failures.append(f"{target.name}: circuit open")
                 continue
             provider = self.providers[target.provider]
-            for attempt in range(settings.max_attempts):
-                timeout = provider.settings.timeout_seconds
-                if deadline is not None:
-                    timeout = min(timeout, deadline - time.monotonic())
-                    if timeout <= 0:
-                        raise DeadlineExceeded(f"the deadline passed after {attempts} upstream attempts"
-                                               + (f" ({'; '.join(failures)})" if failures else ""))
-                attempts += 1
-                started = time.monotonic()
-                try:
-                    result = await call(provider, target.model, timeout)
-                except UpstreamError as e:
-                    last = e.error
-                    failures.append(f"{target.name}: {e.error.message}")
-                    log.warning("attempt %d on %s failed: %s", attempt + 1, target.name, e.error.message)
-                    if isinstance(e.error, InvalidArgument):
-                        raise e.error from None  # the request itself is bad: no model will take it
-                    if not e.retryable:
-                        breaker.succeeded()  # reachable, it refuses (auth, unknown model)
-                        break  # so try the next one
-                    breaker.failed()
-                    if attempt + 1 == settings.max_attempts or not breaker.allows():
-                        break
-                    pause = e.retry_after if e.retry_after is not None else self._backoff(attempt)
-                    if deadline is not None and time.monotonic() + pause >= deadline:
-                        break  # no time to wait here: the fallback may still answer in time
-                    await asyncio.sleep(pause)
-                    continue
-                breaker.succeeded()
-                return result, target, attempts, time.monotonic() - started
+            try:
+                for attempt in range(settings.max_attempts):
+                    timeout = provider.settings.timeout_seconds
+                    cut_by_deadline = False
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise DeadlineExceeded(f"the deadline passed after {attempts} upstream attempts"
+                                                   + (f" ({'; '.join(failures)})" if failures else ""))
+                        cut_by_deadline = left < timeout
+                        timeout = min(timeout, left)
+                    attempts += 1
+                    started = time.monotonic()
+                    try:
+                        result = await call(provider, target.model, timeout)
+                    except UpstreamError as e:
+                        last = e.error
+                        failures.append(f"{target.name}: {e.error.message}")
+                        log.warning("attempt %d on %s failed: %s", attempt + 1, target.name, e.error.message)
+                        if isinstance(e.error, InvalidArgument):
+                            raise e.error from None  # the request itself is bad: no model will take it
+                        if isinstance(e.error, DeadlineExceeded) and cut_by_deadline:
+                            # The caller's deadline, not the model, ran out: not the model's failure.
+                            raise DeadlineExceeded(f"the deadline passed during attempt {attempts} on "
+                                                   f"{target.name}") from None
+                        if not e.retryable:
+                            breaker.succeeded()  # reachable, it refuses (auth, unknown model)
+                            break  # so try the next one
+                        breaker.failed()
+                        if attempt + 1 == settings.max_attempts or not breaker.allows():
+                            break
+                        backoff = self._backoff(attempt)
+                        pause = backoff if e.retry_after is None else e.retry_after
+                        if pause > settings.backoff_max_ms / 1000:
+                            break  # asked to wait longer than we would: the fallback may answer now
+                        if deadline is not None and time.monotonic() + pause >= deadline:
+                            break  # no time to wait here: the fallback may still answer in time
+                        await asyncio.sleep(pause)
+                        continue
+                    breaker.succeeded()
+                    return result, target, attempts, time.monotonic() - started
+            finally:
+                breaker.release()  # a trial left by a deadline, a bad request or a cancellation
         message = "; ".join(failures[-6:])
         if last is None:  # every circuit open: they are failing now and will be retried later
             raise Unavailable(f"every model of {route.tier or 'the request'} is failing: {message}")

@@ -125,10 +125,14 @@ def json_field(name: str, value: str, kind: type) -> Any:
         return None
     try:
         parsed = json.loads(value)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise InvalidArgument(f"{name} is not valid JSON: {e}") from None
     if not isinstance(parsed, kind):
         raise InvalidArgument(f"{name} must be a JSON {'array' if kind is list else 'object'}")
+    if isinstance(parsed, list) and not all(isinstance(tool, dict) for tool in parsed):
+        raise InvalidArgument(f"{name} must be an array of objects (tool definitions)")
+    if isinstance(parsed, dict) and not isinstance(parsed.get("type", ""), str):
+        raise InvalidArgument(f"{name}.type must be a string")
     return parsed
 
 

@@ -97,7 +97,7 @@ async def serve(config: Config) -> None:
              config.server.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.server.shutdown_grace_seconds)
-    await completions.close()
+    await completions.close(config.server.shutdown_grace_seconds)
     accounting.close()  # writes the queued ledger rows
     await engine.close()
     lock.close()

@@ -147,7 +147,8 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
 
     @_statuses
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
-        ctx = Context(request.namespace, Who(request.user, request.feature, request.tenant), time.perf_counter())
+        ctx = Context(validation.namespace(request.namespace), Who(request.user, request.feature, request.tenant),
+                      time.perf_counter())
         result = await self.engine.lookup(request.namespace, request.prompt,
                                           _optional(request, "min_similarity"),
                                           _optional(request, "target_precision"))
@@ -241,8 +242,9 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
             raise FailedPrecondition("the ledger is off (ledger.enabled = false)")
         if request.by not in GROUPS:
             raise InvalidArgument(f"by must be one of {', '.join(GROUPS)}, got {request.by!r}")
-        if request.since_seconds < 0:
-            raise InvalidArgument(f"since_seconds must not be negative, got {request.since_seconds}")
+        if not 0 <= request.since_seconds <= validation.MAX_TTL_SECONDS:
+            raise InvalidArgument(f"since_seconds must be between 0 and {validation.MAX_TTL_SECONDS}, "
+                                  f"got {request.since_seconds}")
         since = now_ms() - request.since_seconds * 1000 if request.since_seconds else 0
 
         def report() -> Report:
