@@ -10,11 +10,15 @@ Not needed to build, run or test semcached: its output ships in the package
         --train ../shared/data/qqp/train.jsonl --out /tmp/verifier
 
 It starts from all-MiniLM-L6-v2's weights, fine-tunes them as a pair classifier on the
-training pairs minus a held-out fifth, exports ONNX and quantizes it to int8 (per channel,
-reduced range: the default int8 loses accuracy on CPUs without VNNI). The held-out fifth
-is written beside the model: ``semcached eval-quality --calibrate`` turns it into the
-calibration that maps a target precision to a score threshold, on pairs the model never
-trained on.
+training pairs minus a held-out fifth (whole question components, so no held-out question
+was seen in training), exports ONNX and quantizes it to int8 (per channel, reduced range:
+the default int8 loses accuracy on CPUs without VNNI). The held-out pairs are written
+beside the model; ``semcached eval-quality --calibrate`` turns labelled pairs the model
+never trained on into the calibration that maps a target precision to a score threshold.
+
+The shipped model: 2 epochs, batch 32, lr 5e-5 (55 min on 2 cores), 85.8% accuracy on its
+held-out pairs; it was trained with the earlier random split, and its calibration was
+measured on half of dev.jsonl (scripts/split_pairs.py), checked on the other half.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 from transformers import BertConfig, BertForSequenceClassification
+
+from split_pairs import split  # scripts/split_pairs.py
 
 MAX_TOKENS = 96  # both questions together; QQP pairs average ~30 tokens
 
@@ -171,10 +177,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    rows = load_pairs(args.train)
-    random.Random(args.seed).shuffle(rows)
-    cut = int(len(rows) * args.held_out)
-    held_out, training = rows[:cut], rows[cut:][:args.limit]
+    # Held out by question components, not by pair: QQP questions recur across pairs, and a
+    # random split let the model see most held-out questions (its calibration then promised
+    # 92% precision where dev.jsonl gave 87%).
+    pairs = [{"a": a, "b": b, "label": y} for a, b, y in load_pairs(args.train)]
+    first, rest = split(pairs, args.held_out, args.seed)
+    held_out = [(str(r["a"]), str(r["b"]), int(r["label"])) for r in first]  # type: ignore[call-overload]
+    training = [(str(r["a"]), str(r["b"]), int(r["label"])) for r in rest][:args.limit]  # type: ignore[call-overload]
+    random.Random(args.seed).shuffle(training)
+    cut = len(held_out)
     with open(args.out / "calibration-pairs.jsonl", "w", encoding="utf-8") as f:
         for a, b, y in held_out:
             f.write(json.dumps({"a": a, "b": b, "label": y}, ensure_ascii=False) + "\n")

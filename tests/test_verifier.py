@@ -55,23 +55,26 @@ def run_engine(config: configuration.Config, body: Callable[[Engine], Awaitable[
     asyncio.run(run())
 
 
-def test_the_verifier_refuses_a_near_miss_that_cosine_would_serve(engine_config: configuration.Config) -> None:
+def test_the_verifier_refuses_near_misses_that_cosine_would_serve(engine_config: configuration.Config) -> None:
+    # 0.85 is a target the shipped calibration reaches (about half the duplicates served).
+    target = 0.85
+
     async def body(engine: Engine) -> None:
-        await engine.store_entry("ns", NEAR_MISS_CACHED, "F = C × 9/5 + 32")
         await engine.store_entry("sums", "What is 2+3?", "5")
+        await engine.store_entry("census", "What is the population of India in 2020?", "1.38 billion")
         await engine.store_entry("ns", "How do I reset my password?", "Settings")
-        for namespace, asked in (("ns", NEAR_MISS_ASKED), ("sums", "What is 2+4?")):
+        for namespace, asked in (("sums", "What is 2+4?"), ("census", "What is the population of India in 2010?")):
             forced = await engine.lookup(namespace, asked, target_precision=0.0)
             assert forced.hit and forced.similarity >= 0.8  # above the candidate floor
-            assert forced.verifier_score < 0.5
-            assert (await engine.lookup(namespace, asked)).kind == "miss"
-        paraphrase = await engine.lookup("ns", "what's the way to reset my password")
+            assert forced.verifier_score < 0.1
+            assert (await engine.lookup(namespace, asked, target_precision=target)).kind == "miss"
+        paraphrase = await engine.lookup("ns", "what's the way to reset my password", target_precision=target)
         assert (paraphrase.kind, paraphrase.response) == ("semantic", "Settings")
-        assert paraphrase.verifier_score > 0.5
+        assert paraphrase.verifier_score > engine.calibration.setting("verifier", target).threshold
         exact = await engine.lookup("sums", "what is 2+3?")
         assert (exact.kind, exact.verifier_score) == ("exact", 1.0)
         stats = (await engine.stats()).namespaces["ns"]
-        assert stats.target_precision == 0.95 and 0 < stats.expected_recall < 1
+        assert stats.target_precision == 0.95 and 0 <= stats.expected_recall < 0.05  # out of reach: said so
 
     run_engine(engine_config, body)
 

@@ -122,6 +122,7 @@ class Engine:
             log.warning("the hit calibration was measured with %s, not %s: target_precision is "
                         "approximate until you recalibrate (semcached eval-quality --calibrate)",
                         calibration.embedding_model, embedder.model_id)
+        _warn_unreachable(config, calibration, "verifier" if verifier else "cosine")
         engine = cls(config, store, BatchingEmbedder(embedder, threads), verifier, calibration)
         engine._recover()
         return engine
@@ -444,6 +445,23 @@ def _result(kind: str, entry: _core.Entry, similarity: float, verifier_score: fl
         matched_prompt=entry.prompt, metadata=dict(entry.metadata),
         created_unix_ms=entry.created_ms, expires_unix_ms=entry.expires_ms or 0,
     )
+
+
+def _warn_unreachable(config: Config, calibration: Calibration, knob: str) -> None:
+    """A target the calibration never reached serves (almost) no semantic hit: say so."""
+    if not calibration.curves.get(knob):
+        return  # measuring a new calibration
+    targets = {"cache.target_precision": config.cache.target_precision}
+    targets |= {f"namespaces.{n}.target_precision": s.target_precision
+                for n, s in config.namespaces.items() if s.target_precision}
+    for key, target in targets.items():
+        point = calibration.setting(knob, target)
+        if target > 0 and (point.precision < target or point.served < verification.MIN_SERVED):
+            reachable = [p for p in calibration.curves[knob] if p.served >= verification.MIN_SERVED]
+            best = max((p.precision for p in reachable), default=0.0)
+            log.warning("%s = %.2f is above what the %s reached on its calibration data (%.2f at most): "
+                        "semantic hits will be rare (expected recall %.4f); lower it to trade precision "
+                        "for hits (see `semcached eval-quality`)", key, target, knob, best, point.recall)
 
 
 def _namespace_of(scope: str) -> str:
