@@ -1,0 +1,151 @@
+"""Side by side in one run: semcached against the ceilings it cannot beat on this machine.
+
+    .venv/bin/python benchmarks/ceilings.py [--duration 5] [--concurrency 16] [--processes 1]
+
+* Exact hits against a bare gRPC server: a grpc.aio server in a process of its own that
+  answers every Lookup with the same pre-serialized LookupResponse (no parsing, no work):
+  the floor of any Python gRPC service. The same client processes, the same requests,
+  drive it and then semcached's exact tier, and the ratio is printed.
+* Semantic lookups against ONNX Runtime alone: the same model, the same session layout
+  (one 1-thread session shared by one thread per core), at batch sizes 1, 8, 16 and 32;
+  the best embeddings/s is the ceiling for lookups that need an embedding. semcached's
+  semantic lookups (embedding, search, verifier) at the same concurrency are compared to it.
+
+Writes benchmarks/results/ceilings.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadtest import query, run_path, seed, start_server, stored_prompt  # noqa: E402
+
+from semcached.embed import Embedder, default_threads  # noqa: E402
+from semcached.models import models_dir, resolve  # noqa: E402
+from semcached.v1 import semcached_pb2 as pb  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def echo_server(port: int) -> None:
+    """A Lookup that answers a fixed hit, as cheaply as grpc.aio allows."""
+    answer = pb.LookupResponse(kind=pb.HIT_KIND_EXACT, response="answer " + "x" * 200,
+                               match=pb.Match(entry_id=1, matched_prompt=stored_prompt(1),
+                                              similarity=1.0)).SerializeToString()
+
+    async def lookup(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return answer
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(lookup)  # bytes in, bytes out
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "semcached.v1.SemanticCache", {"Lookup": handler}),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def onnx_ceiling(duration: float) -> dict[str, Any]:
+    folder = resolve("all-MiniLM-L6-v2-int8", models_dir(""), "mean")
+    embedder = Embedder(folder)
+    workers = default_threads(0)
+    texts = [query("semantic", i, None) for i in range(1000)]  # type: ignore[arg-type]
+    results = {}
+    for batch in (1, 8, 16, 32):
+        stop = time.perf_counter() + duration
+        counts = [0] * workers
+
+        def work(w: int) -> None:
+            i = w * 97
+            while time.perf_counter() < stop:
+                embedder.embed(texts[i % 900:i % 900 + batch])
+                counts[w] += batch
+                i += batch
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(workers)))
+        results[batch] = round(sum(counts) / duration, 1)
+    best = max(results, key=lambda b: results[b])
+    return {"threads": workers, "embeddings_per_s_by_batch": results, "best_batch": best,
+            "best_embeddings_per_s": results[best]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--entries", type=int, default=1000)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "ceilings.json")
+    parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.echo_server:
+        echo_server(args.echo_server)
+        return
+    result: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    port = free_port()
+    echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
+    time.sleep(2)
+    try:
+        for c in (1, args.concurrency):
+            result[f"echo_c{c}"] = run_path(f"127.0.0.1:{port}", "exact", c, args.duration, args.entries,
+                                            args.processes)
+    finally:
+        echo.terminate()
+        echo.wait()
+    with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
+        proc, target = start_server(tmp)
+        try:
+            seed(target, 0, args.entries)
+            for c in (1, args.concurrency):
+                result[f"exact_c{c}"] = run_path(target, "exact", c, args.duration, args.entries, args.processes)
+            result[f"semantic_c{args.concurrency}"] = run_path(target, "semantic", args.concurrency,
+                                                               args.duration, args.entries, args.processes)
+        finally:
+            proc.terminate()
+            proc.wait()
+    result["onnx"] = onnx_ceiling(args.duration)
+    c = args.concurrency
+    ratios = {
+        "exact_vs_echo_c1": round(result["exact_c1"]["throughput_rps"] / result["echo_c1"]["throughput_rps"], 3),
+        f"exact_vs_echo_c{c}": round(result[f"exact_c{c}"]["throughput_rps"] / result[f"echo_c{c}"]["throughput_rps"], 3),
+        f"semantic_c{c}_vs_onnx": round(result[f"semantic_c{c}"]["throughput_rps"]
+                                        / result["onnx"]["best_embeddings_per_s"], 3),
+    }
+    result["ratios"] = ratios
+    print("| what | concurrency | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for key in ("echo_c1", "exact_c1", f"echo_c{c}", f"exact_c{c}", f"semantic_c{c}"):
+        r = result[key]
+        print(f"| {key.rsplit('_', 1)[0]} | {r['concurrency']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} |")
+    print(f"ONNX Runtime alone: {result['onnx']['embeddings_per_s_by_batch']} embeddings/s by batch size")
+    print(f"ratios: {ratios}; semantic hit kinds seen: {result[f'semantic_c{c}']['kinds']}")
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
