@@ -15,8 +15,9 @@ itself.
 
 from __future__ import annotations
 
+import bisect
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,19 @@ class Calibration:
     min_similarity: float  # candidates below this cosine were never scored
     embedding_model: str
     data: str
+    # Per knob, computed once: trusted points by ascending precision, and for each the
+    # best point among it and all more precise ones (every lookup asks for a setting).
+    _by_precision: dict[str, tuple[list[float], list[Point]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for knob, points in self.curves.items():
+            trusted = sorted((p for p in points if p.served >= MIN_SERVED), key=lambda p: p.precision)
+            best: list[Point] = []
+            for p in reversed(trusted):
+                best.append(p if not best or (p.recall, -p.threshold) > (best[-1].recall, -best[-1].threshold)
+                            else best[-1])
+            self._by_precision[knob] = ([p.precision for p in trusted], best[::-1])
 
     def setting(self, knob: str, target_precision: float) -> Point:
         """The threshold catching the most duplicates at ``target_precision`` or better;
@@ -60,11 +74,11 @@ class Calibration:
         candidate whatever its score."""
         if target_precision <= 0:
             return Point(0.0, 0.0, 1.0, 0)
-        points = self.curves[knob]
-        good = [p for p in points if p.precision >= target_precision and p.served >= MIN_SERVED]
-        if good:
-            return max(good, key=lambda p: (p.recall, -p.threshold))
-        return max(points, key=lambda p: p.threshold)
+        precisions, best = self._by_precision[knob]
+        i = bisect.bisect_left(precisions, target_precision)
+        if i < len(best):
+            return best[i]
+        return max(self.curves[knob], key=lambda p: p.threshold)
 
     def save(self, path: Path) -> None:
         data = {"min_similarity": self.min_similarity, "embedding_model": self.embedding_model,
