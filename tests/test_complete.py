@@ -31,6 +31,7 @@ def test_miss_calls_the_provider_once_then_serves_from_cache(
     again = client.complete(ask(q), model="gpt-4o-mini")
     assert (again.kind, again.text, again.model, again.usage.total_tokens) == ("exact", first.text, "fake/gpt-4o-mini", 0)
     assert again.attempts == 0
+    assert again.metadata["model"] == "fake/gpt-4o-mini" and again.created_unix_ms > 0
     paraphrase = client.complete(ask(f"what's the capital of France? ({namespace})"), model="gpt-4o-mini",
                                  target_precision=0.0)  # the nearest candidate: plumbing, not the verifier
     assert (paraphrase.kind, paraphrase.text) == ("semantic", first.text)

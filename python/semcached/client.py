@@ -78,6 +78,7 @@ def _options(given: Mapping[str, Any]) -> dict[str, Any]:
 def _lookup_request(namespace: str, prompt: str, min_similarity: float | None,
                     target_precision: float | None, who: Mapping[str, str]) -> pb.LookupRequest:
     validation.text("prompt", prompt)
+    validation.who(who["user"], who["feature"], who["tenant"])
     return pb.LookupRequest(namespace=validation.namespace(namespace), prompt=prompt,
                             min_similarity=validation.min_similarity(min_similarity),
                             target_precision=validation.target_precision(target_precision), **who)
@@ -118,6 +119,7 @@ def _complete_request(namespace: str, messages: Messages, options: dict[str, Any
     validation.messages(pairs)
     o = dict(options)
     validation.sampling(o["temperature"], o["top_p"], o["max_tokens"])
+    validation.who(o["user"], o["feature"], o["tenant"])
     if o["model"] and o["tier"]:
         raise InvalidArgument("name a model or a tier, not both")
     tools, response_format = o.pop("tools"), o.pop("response_format")
@@ -177,7 +179,8 @@ def _completion_result(r: pb.CompleteResponse) -> CompletionResult:
         finish_reason=r.finish_reason, similarity=r.match.similarity,
         entry_id=r.match.entry_id, matched_prompt=r.match.matched_prompt,
         verifier_score=r.match.verifier_score, tier=r.tier, route_reason=r.route_reason,
-        attempts=r.attempts)
+        attempts=r.attempts, metadata=dict(r.match.metadata), created_unix_ms=r.match.created_unix_ms,
+        expires_unix_ms=r.match.expires_unix_ms)
 
 
 def _feedback_result(r: pb.FeedbackResponse) -> FeedbackResult:

@@ -306,7 +306,8 @@ def _from_hit(hit: LookupResult) -> CompletionResult:
         text=hit.response, kind=hit.kind, model=hit.metadata.get("model", ""), usage=Usage(),
         finish_reason="cache", similarity=hit.similarity, entry_id=hit.entry_id,
         matched_prompt=hit.matched_prompt, verifier_score=hit.verifier_score,
-        tier=hit.metadata.get("tier", ""), route_reason="cache hit")
+        tier=hit.metadata.get("tier", ""), route_reason="cache hit", metadata=hit.metadata,
+        created_unix_ms=hit.created_unix_ms, expires_unix_ms=hit.expires_unix_ms)
 
 
 def _from_answer(answer: Answer) -> CompletionResult:

@@ -60,6 +60,10 @@ class CompletionResult:
     tier: str = ""
     route_reason: str = ""
     attempts: int = 0
+    # On a hit, the cached entry's metadata and times, as for Lookup.
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_unix_ms: int = 0
+    expires_unix_ms: int = 0
 
     @property
     def hit(self) -> bool:

@@ -143,3 +143,13 @@ def max_age_seconds(value: int | None) -> int | None:
     if not 0 < value <= MAX_TTL_SECONDS:
         raise InvalidArgument(f"max_age_seconds must be between 0 and {MAX_TTL_SECONDS}, got {value}")
     return value
+
+
+MAX_NAME_BYTES = 256
+
+
+def who(user: str, feature: str, tenant: str) -> tuple[str, str, str]:
+    """Accounting names: each becomes a ledger value and a budget key, so each is short."""
+    for field, value in (("user", user), ("feature", feature), ("tenant", tenant)):
+        size(field, value, MAX_NAME_BYTES)
+    return user, feature, tenant

@@ -129,7 +129,9 @@ def _complete_response(result: CompletionResult) -> pb.CompleteResponse:
     match = None
     if result.hit:
         match = pb.Match(entry_id=result.entry_id, matched_prompt=result.matched_prompt,
-                         similarity=result.similarity, verifier_score=result.verifier_score)
+                         similarity=result.similarity, verifier_score=result.verifier_score,
+                         metadata=result.metadata, created_unix_ms=result.created_unix_ms,
+                         expires_unix_ms=result.expires_unix_ms)
     usage = pb.Usage(prompt_tokens=result.usage.prompt_tokens,
                      completion_tokens=result.usage.completion_tokens,
                      total_tokens=result.usage.total_tokens)
@@ -147,8 +149,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
 
     @_statuses
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
-        ctx = Context(validation.namespace(request.namespace), Who(request.user, request.feature, request.tenant),
-                      time.perf_counter())
+        ctx = Context(validation.namespace(request.namespace), _who(request), time.perf_counter())
         result = await self.engine.lookup(request.namespace, request.prompt,
                                           _optional(request, "min_similarity"),
                                           _optional(request, "target_precision"))
@@ -256,8 +257,8 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
                                  total=_report_row(result.total))
 
 
-def _who(request: pb.CompleteRequest) -> Who:
-    return Who(request.user, request.feature, request.tenant)
+def _who(request: pb.CompleteRequest | pb.LookupRequest) -> Who:
+    return Who(*validation.who(request.user, request.feature, request.tenant))
 
 
 def _report_row(r: ReportRow) -> pb.ReportRow:
