@@ -55,8 +55,9 @@ lint: ## type-check the package and its .pyi against the built native module
 	$(PY) -m mypy
 
 .PHONY: bench
-bench: install ## load test a fresh server (see benchmarks/README.md)
-	$(PY) benchmarks/loadtest.py
+bench: install ## the load-test suite, side by side with GPTCache and the ceilings (BENCHMARKS.md)
+	$(PIP) install -q -r benchmarks/requirements.txt
+	$(PY) benchmarks/suite.py
 
 .PHONY: clean
 clean: ## remove build outputs and the virtualenv

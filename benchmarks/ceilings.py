@@ -9,7 +9,10 @@
 * Semantic lookups against ONNX Runtime alone: the same model, the same session layout
   (one 1-thread session shared by one thread per core), at batch sizes 1, 8, 16 and 32;
   the best embeddings/s is the ceiling for lookups that need an embedding. semcached's
-  semantic lookups (embedding, search, verifier) at the same concurrency are compared to it.
+  semantic lookups at the same concurrency, with its embedding cache off (every lookup
+  runs the model, as in the ceiling), are compared to it: with the verifier off (the same
+  model work as the ceiling: one embedding per lookup) and on (a cross-encoder pass per
+  candidate on top, where a candidate is above min_similarity).
 
 Writes benchmarks/results/ceilings.json and prints a markdown table.
 """
@@ -123,26 +126,37 @@ def main() -> None:
             seed(target, 0, args.entries)
             for c in (1, args.concurrency):
                 result[f"exact_c{c}"] = run_path(target, "exact", c, args.duration, args.entries, args.processes)
-            result[f"semantic_c{args.concurrency}"] = run_path(target, "semantic", args.concurrency,
-                                                               args.duration, args.entries, args.processes)
         finally:
             proc.terminate()
             proc.wait()
+    for name, verifier in (("semantic", "default"), ("semantic_verifier_off", "none")):
+        os.environ.update(SEMCACHED_EMBEDDING_CACHE_ENTRIES="0", SEMCACHED_CACHE_VERIFIER=verifier)
+        with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
+            proc, target = start_server(tmp)
+            try:
+                seed(target, 0, args.entries)
+                result[f"{name}_c{args.concurrency}"] = run_path(target, "semantic", args.concurrency,
+                                                                 args.duration, args.entries, args.processes)
+            finally:
+                proc.terminate()
+                proc.wait()
     result["onnx"] = onnx_ceiling(args.duration)
     c = args.concurrency
     ratios = {
         "exact_vs_echo_c1": round(result["exact_c1"]["throughput_rps"] / result["echo_c1"]["throughput_rps"], 3),
         f"exact_vs_echo_c{c}": round(result[f"exact_c{c}"]["throughput_rps"] / result[f"echo_c{c}"]["throughput_rps"], 3),
-        f"semantic_c{c}_vs_onnx": round(result[f"semantic_c{c}"]["throughput_rps"]
-                                        / result["onnx"]["best_embeddings_per_s"], 3),
+        **{f"{name}_c{c}_vs_onnx": round(result[f"{name}_c{c}"]["throughput_rps"]
+                                         / result["onnx"]["best_embeddings_per_s"], 3)
+           for name in ("semantic", "semantic_verifier_off")},
     }
     result["ratios"] = ratios
     print("| what | concurrency | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
-    for key in ("echo_c1", "exact_c1", f"echo_c{c}", f"exact_c{c}", f"semantic_c{c}"):
+    for key in ("echo_c1", "exact_c1", f"echo_c{c}", f"exact_c{c}", f"semantic_c{c}", f"semantic_verifier_off_c{c}"):
         r = result[key]
         print(f"| {key.rsplit('_', 1)[0]} | {r['concurrency']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} |")
     print(f"ONNX Runtime alone: {result['onnx']['embeddings_per_s_by_batch']} embeddings/s by batch size")
-    print(f"ratios: {ratios}; semantic hit kinds seen: {result[f'semantic_c{c}']['kinds']}")
+    print(f"ratios: {ratios}; semantic hit kinds seen: {result[f'semantic_c{c}']['kinds']}, verifier off: "
+          f"{result[f'semantic_verifier_off_c{c}']['kinds']}")
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.json}")
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import ServerProcess  # noqa: E402
-from fake_llm import API_KEY, FakeLLM  # noqa: E402
+from semcached.fake_llm import API_KEY, FakeLLM  # noqa: E402
 
 from semcached import Client  # noqa: E402
 from semcached.ledger import GROUPS, Row, SQLiteLedger, now_ms  # noqa: E402

@@ -34,7 +34,7 @@ import openai
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fake_llm import API_KEY, FakeLLM  # noqa: E402
+from semcached.fake_llm import API_KEY, FakeLLM  # noqa: E402
 
 from semcached import config as configuration  # noqa: E402
 from semcached.accounting import Accounting  # noqa: E402

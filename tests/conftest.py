@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fake_llm import ANTHROPIC_KEY, API_KEY, FakeLLM
+from semcached.fake_llm import ANTHROPIC_KEY, API_KEY, FakeLLM
 from semcached import Client
 
 _names = itertools.count()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
-from fake_llm import FakeLLM
+from semcached.fake_llm import FakeLLM
 from semcached import Client
 from semcached import config as configuration
 from semcached.config import ConfigError

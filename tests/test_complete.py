@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from conftest import ServerProcess
-from fake_llm import FakeLLM
+from semcached.fake_llm import FakeLLM
 from semcached import AsyncClient, Client, SemcachedError
 
 

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from conftest import ServerProcess, free_port
-from fake_llm import FakeLLM
+from semcached.fake_llm import FakeLLM
 from semcached import AsyncClient, Client, SemcachedError
 from semcached.budgets import Budgets, Who
 from semcached.config import BudgetSettings, ConfigError

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ServerProcess
-from fake_llm import FakeLLM
+from semcached.fake_llm import FakeLLM
 from semcached import Client, SemcachedError, _core
 
 

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from conftest import ServerProcess, routing_config
-from fake_llm import FakeLLM
+from semcached.fake_llm import FakeLLM
 from semcached import AsyncClient, Client, CompletionResult, SemcachedError
 from semcached.classify import Classifier
 from semcached.routing import Breaker

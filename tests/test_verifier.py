@@ -161,3 +161,34 @@ def test_verifier_off_decides_by_the_cosine_calibration(engine_config: configura
         assert (await engine.stats()).verifier == "none"
 
     run_engine(engine_config, body)
+
+
+def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from semcached.batching import Batcher
+    from semcached.verifier import BUILTIN, Scorer, Verifier
+
+    verifier = Verifier(BUILTIN)
+    runs: list[list[tuple[str, str]]] = []
+
+    def run(pairs: list[tuple[str, str]]) -> list[float]:
+        runs.append(list(pairs))
+        return verifier.probabilities(pairs).tolist()
+
+    async def go() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            scorer = Scorer(verifier, Batcher(pool, 1, run), cache_entries=100)
+            asked = "How do I bake sourdough bread at home?"
+            cached = ["How can I bake sourdough bread at home?", "What is the capital city of France?"]
+            strict = await scorer.scores(asked, cached, 0.9)
+            assert strict[0] is not None and strict[1] is None  # France cannot reach 0.9
+            assert runs == [[(asked, c) for c in cached], [(cached[0], asked)]]
+            # Not to the last digit: the int8 model quantizes activations per batch, padding
+            # included, so a pair's score moves by a few thousandths with its batch-mates.
+            assert strict[0] == pytest.approx(float(verifier.scores(asked, cached)[0]), abs=0.01)
+            runs.clear()
+            everything = await scorer.scores(asked, cached, 0.0)  # remembered pairs run nothing
+            assert runs == [[(cached[1], asked)]] and everything[0] == strict[0] and everything[1] is not None
+
+    asyncio.run(go())

@@ -1,4 +1,4 @@
-"""The ``semcached`` command: serve, models, eval-quality, report, cost."""
+"""The ``semcached`` command: serve, models, eval-quality, report, cost, bench."""
 
 from __future__ import annotations
 
@@ -140,6 +140,41 @@ def _cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from semcached.loadgen import MAX_ENTRIES, Workload, bench
+
+    try:
+        mix = tuple(float(x) for x in args.mix.split(","))
+    except ValueError:
+        mix = ()
+    if len(mix) != 3 or min(mix) < 0 or sum(mix) <= 0:
+        raise ConfigError(f"--mix must be three non-negative shares exact,semantic,miss (e.g. 0.6,0.25,0.15), "
+                          f"got {args.mix!r}")
+    for name, value, low in (("--duration", args.duration, 0.1), ("--concurrency", args.concurrency, 1),
+                             ("--processes", args.processes, 1), ("--entries", args.entries, 1),
+                             ("--rate", args.rate, 0), ("--upstream-latency-ms", args.upstream_latency_ms, 0)):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    if args.entries > MAX_ENTRIES:
+        raise ConfigError(f"--entries must be at most {MAX_ENTRIES} (the workload's distinct questions)")
+    extra = ""
+    if args.target_precision is not None:
+        extra += f"[cache]\ntarget_precision = {args.target_precision}\n"
+    if args.no_exact_tier:
+        extra += ("" if extra else "[cache]\n") + "exact_tier = false\n"
+    report = bench(Workload(args.entries, mix), duration=args.duration, concurrency=args.concurrency,
+                   processes=args.processes, rate=args.rate, upstream_latency_ms=args.upstream_latency_ms,
+                   config=extra)
+    print(report["markdown"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semcached", description="Semantic cache server for LLM calls.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -181,6 +216,19 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", action="store_true", help="at batch API prices")
     c.add_argument("--config", help="TOML configuration file (for [prices] overrides)")
     c.set_defaults(run=_cost)
+
+    b = sub.add_parser("bench", help="load-test a server of its own (127.0.0.1, fake upstream) and report")
+    b.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    b.add_argument("--concurrency", type=int, default=32, help="closed-loop workers (default 32)")
+    b.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
+    b.add_argument("--rate", type=float, default=0.0, help="then an open-loop run at this many requests/s")
+    b.add_argument("--entries", type=int, default=1000, help="seeded questions (default 1000)")
+    b.add_argument("--mix", default="0.6,0.25,0.15", help="shares of exact,semantic,miss requests")
+    b.add_argument("--upstream-latency-ms", type=float, default=200.0, help="the fake upstream's answer time")
+    b.add_argument("--target-precision", type=float, help="the cache's target_precision (default: the config's)")
+    b.add_argument("--no-exact-tier", action="store_true", help="turn the exact tier off (to see what it buys)")
+    b.add_argument("--json", help="write the results here")
+    b.set_defaults(run=_bench)
 
     m = sub.add_parser("models", help="install and list embedding models")
     msub = m.add_subparsers(dest="models_command", required=True)

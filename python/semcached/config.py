@@ -47,6 +47,9 @@ class CacheConfig:
     namespace_max_bytes: int = 0
     # Which entry goes at a bound: "s3fifo" (scan-resistant) or "lru".
     eviction: str = "s3fifo"
+    # The exact tier: a question asked again in the same normal form is answered before
+    # any embedding. Off only to measure what it buys (BENCHMARKS.md).
+    exact_tier: bool = True
     # Lowest cosine similarity a cached question may have to be considered at all; the
     # hit decision itself comes from target_precision.
     min_similarity: float = 0.80
@@ -84,6 +87,9 @@ class EmbeddingConfig:
     # Embedding threads (each runs a one-thread ONNX session); 0: one per core.
     threads: int = 0
     max_tokens: int = 256
+    # Texts whose embeddings (and verifier scores of question pairs) are remembered:
+    # popular paraphrases then skip the model. About 2 KB each; 0: off.
+    cache_entries: int = 10_000
 
 
 @dataclass
@@ -223,6 +229,7 @@ class Config:
                  "must be 'mean' or 'cls'")
         _require(self.embedding.threads >= 0, "embedding.threads", "must not be negative")
         _require(self.embedding.max_tokens >= 8, "embedding.max_tokens", "must be at least 8")
+        _require(self.embedding.cache_entries >= 0, "embedding.cache_entries", "must not be negative")
         self._validate_routing()
         _require(0 <= self.server.metrics_port <= 65535, "server.metrics_port", "must be in 0..65535 (0: off)")
         _require(self.ledger.flush_interval_ms >= 10, "ledger.flush_interval_ms", "must be at least 10")

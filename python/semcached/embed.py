@@ -2,16 +2,15 @@
 
 One ONNX session with a single intra-op thread is shared by a pool of worker threads, so
 N concurrent batches use N cores without oversubscribing them. Concurrent requests are
-batched opportunistically (see ``BatchingEmbedder``): a request that arrives while the
-workers are busy joins the next batch, so batching adds no wait at low load.
+batched (see ``batching.Batcher``): a request that arrives while the workers are busy
+joins the next batch, so batching adds no wait at low load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,12 +19,12 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from semcached.batching import LRU, Batcher
 from semcached.models import ModelFolder, file_sha256
 
-# Largest batch one inference takes: past ~32 short sentences per call the per-item
-# cost stops falling and the batch's latency only grows.
-MAX_BATCH = 32
 T = TypeVar("T")
+X = TypeVar("X")
+Y = TypeVar("Y")
 
 
 class Embedder:
@@ -102,53 +101,45 @@ class Embedding:
 
 
 class BatchingEmbedder:
-    """Runs embeddings on worker threads, batching requests that arrive while busy."""
+    """Embeds on worker threads, batching requests that arrive while they are busy, and
+    remembers the embeddings of recent texts. Also runs the verifier's batches, and other
+    work that goes with an embedding, on the same threads: one thread per core in all."""
 
-    def __init__(self, embedder: Embedder, threads: int) -> None:
+    def __init__(self, embedder: Embedder, threads: int, cache_entries: int = 0) -> None:
         self.embedder = embedder
-        self._workers = threads
+        self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embed")
-        self._pending: list[tuple[str, asyncio.Future[Embedding]]] = []
-        self._running = 0
-        # Called with each batch's inference seconds (the metrics' embedding histogram).
-        self.observe: Callable[[float], None] | None = None
+        self._batcher: Batcher[str, tuple[np.ndarray, bool]] = Batcher(self._pool, threads, self._embed)
+        self.cache: LRU[str, Embedding] = LRU(cache_entries)
 
     @property
     def model_id(self) -> str:
         return self.embedder.model_id
 
-    async def embed(self, text: str) -> Embedding:
-        future: asyncio.Future[Embedding] = asyncio.get_running_loop().create_future()
-        self._pending.append((text, future))
-        if self._running < self._workers:
-            self._running += 1
-            asyncio.get_running_loop().create_task(self._drain())
-        return await future
+    @property
+    def observe(self) -> Callable[[float], None] | None:
+        return self._batcher.observe
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                # An equal share for each worker: one worker taking a whole burst would
-                # leave the other cores idle.
-                size = min(MAX_BATCH, -(-len(self._pending) // self._workers))
-                batch, self._pending = self._pending[:size], self._pending[size:]
-                texts = [text for text, _ in batch]
-                started = time.perf_counter()
-                try:
-                    vectors, whole = await loop.run_in_executor(self._pool, self.embedder.embed_checked, texts)
-                except Exception as e:  # a failed batch fails its own requests only
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                if self.observe is not None:
-                    self.observe(time.perf_counter() - started)
-                for (_, future), vector, fits in zip(batch, vectors, whole):
-                    if not future.done():
-                        future.set_result(Embedding(vector, fits))
-        finally:
-            self._running -= 1
+    @observe.setter
+    def observe(self, fn: Callable[[float], None] | None) -> None:
+        self._batcher.observe = fn
+
+    def batcher(self, run: Callable[[list[X]], Sequence[Y]]) -> Batcher[X, Y]:
+        """A batcher for another model, sharing these threads."""
+        return Batcher(self._pool, self.threads, run)
+
+    async def embed(self, text: str) -> Embedding:
+        cached = self.cache.get(text)
+        if cached is not None:
+            return cached
+        [(vector, whole)] = await self._batcher.submit([text])
+        embedding = Embedding(vector, whole)
+        self.cache.put(text, embedding)
+        return embedding
+
+    def _embed(self, texts: list[str]) -> list[tuple[np.ndarray, bool]]:
+        vectors, whole = self.embedder.embed_checked(texts)
+        return list(zip(vectors, whole))
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Runs ``fn`` on the embedding pool (for work that goes with an embedding)."""

@@ -28,7 +28,7 @@ from semcached.errors import InvalidArgument, NotFound, SemcachedError, Unavaila
 from semcached.feedback import Feedback
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
-from semcached.verifier import Calibration, Verifier
+from semcached.verifier import Calibration, Scorer, Verifier
 from semcached.results import (
     CompletionResult,
     FeedbackResult,
@@ -77,6 +77,9 @@ class Engine:
         self.store = store
         self.embedder = embedder
         self.verifier = verifier
+        self.scorer = None if verifier is None else Scorer(
+            verifier, embedder.batcher(lambda pairs: verifier.probabilities(pairs).tolist()),
+            config.embedding.cache_entries)
         self.calibration = calibration
         self.feedback = Feedback(data_dir(config) / "feedback.log", self._configured_target,
                                  lambda entry_id: store.get(entry_id) is not None)
@@ -123,7 +126,7 @@ class Engine:
                         "approximate until you recalibrate (semcached eval-quality --calibrate)",
                         calibration.embedding_model, embedder.model_id)
         _warn_unreachable(config, calibration, "verifier" if verifier else "cosine")
-        engine = cls(config, store, BatchingEmbedder(embedder, threads), verifier, calibration)
+        engine = cls(config, store, BatchingEmbedder(embedder, threads, config.embedding.cache_entries), verifier, calibration)
         engine._recover()
         return engine
 
@@ -353,24 +356,47 @@ class Engine:
 
     async def find(self, scope: str, prompt: str, decision: Decision) -> Found:
         # The exact tier first: microseconds, no embedding, GIL released by the core.
-        entry = self.store.get_exact(scope, prompt)
+        exact_tier = self.config.cache.exact_tier
+        entry = self.store.get_exact(scope, prompt) if exact_tier else None
         if entry is not None and entry.created_ms >= decision.min_created_ms:
             return Found(_result("exact", entry, 1.0, 1.0), None)
         embedding = await self.embedder.embed(prompt)
         if not embedding.whole:
             return Found(LookupResult(kind="miss"), embedding)
-        result = await self.embedder.run_sync(self._semantic, scope, prompt, embedding.vector, decision)
+        result = await self._semantic(scope, prompt, embedding.vector, decision)
         if not result.hit:
             # The same question may have been stored while this one was embedded and
             # searched (a single-flight fill finishing): serve it rather than pay again.
             # No await follows before the caller checks the in-flight fills, so a miss
             # here finds the entry or the fill, never neither.
-            entry = self.store.get_exact(scope, prompt)
+            entry = self.store.get_exact(scope, prompt) if exact_tier else None
             if entry is not None and entry.created_ms >= decision.min_created_ms:
                 return Found(_result("exact", entry, 1.0, 1.0), embedding)
         return Found(result, embedding)
 
-    def _semantic(self, scope: str, prompt: str, vector: np.ndarray, decision: Decision) -> LookupResult:
+    async def _semantic(self, scope: str, prompt: str, vector: np.ndarray, decision: Decision) -> LookupResult:
+        candidates = await self.embedder.run_sync(self._candidates, scope, vector, decision)
+        if not candidates:
+            return LookupResult(kind="miss")
+        if self.scorer is None:
+            (entry, similarity), score = candidates[0], 0.0
+            served = similarity >= decision.threshold
+        else:
+            candidates = candidates[:VERIFIED]
+            scores = await self.scorer.scores(prompt, [entry.prompt for entry, _ in candidates], decision.threshold)
+            reachable = [(s, i) for i, s in enumerate(scores) if s is not None]
+            if not reachable:  # none could reach the threshold
+                return LookupResult(kind="miss")
+            score, best = max(reachable, key=lambda r: r[0])
+            entry, similarity = candidates[best]
+            served = score >= decision.threshold
+        if not served or self.store.get(entry.id, count_hit=True) is None:
+            return LookupResult(kind="miss")
+        return _result("semantic", entry, similarity, score)
+
+    def _candidates(self, scope: str, vector: np.ndarray, decision: Decision) -> list[tuple[_core.Entry, float]]:
+        """The nearest live entries above min_similarity, nearest first (on a worker
+        thread: a search of a large scope takes a fraction of a millisecond)."""
         candidates: list[tuple[_core.Entry, float]] = []
         for entry_id, similarity in self.indexes.search(scope, self.model_id, vector, CANDIDATES):
             if similarity < decision.min_similarity:
@@ -380,20 +406,7 @@ class Engine:
                     and entry.created_ms >= decision.min_created_ms
                     and not self.feedback.refused(entry_id, vector, similarity)):
                 candidates.append((entry, min(similarity, 1.0)))
-        if not candidates:
-            return LookupResult(kind="miss")
-        if self.verifier is None:
-            (entry, similarity), score = candidates[0], 0.0
-            served = similarity >= decision.threshold
-        else:
-            candidates = candidates[:VERIFIED]
-            scores = self.verifier.scores(prompt, [entry.prompt for entry, _ in candidates])
-            best = int(np.argmax(scores))
-            (entry, similarity), score = candidates[best], float(scores[best])
-            served = score >= decision.threshold
-        if not served or self.store.get(entry.id, count_hit=True) is None:
-            return LookupResult(kind="miss")
-        return _result("semantic", entry, similarity, score)
+        return candidates
 
     async def insert(self, scope: str, prompt: str, response: str, embedding: Embedding,
                       ttl_seconds: int | None, metadata: dict[str, str],

@@ -85,7 +85,7 @@ class GraphIndex:
                 return  # a graph build already took it from the store
             reuse = self._deleted > 0
             if not reuse and self._index.element_count >= self._index.get_max_elements():
-                self._index.resize_index(2 * self._index.get_max_elements())
+                self._index.resize_index(_headroom(self._index.get_max_elements()))
             self._index.add_items(vector.reshape(1, -1), [entry_id], replace_deleted=reuse,
                                   num_threads=1)
             if reuse:
@@ -97,7 +97,7 @@ class GraphIndex:
         with self._lock:
             needed = self._index.element_count + len(entry_ids)
             if needed > self._index.get_max_elements():
-                self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
+                self._index.resize_index(max(needed, _headroom(self._index.get_max_elements())))
             self._index.add_items(vectors, entry_ids, num_threads=-1)
             self._live.update(entry_ids)
 
@@ -206,7 +206,7 @@ class Indexes:
                 entry = saved.get(_file_stem(scope, model))
                 graph = self._load(entry, ids, vectors) if entry else None
                 if graph is None:
-                    graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
+                    graph = GraphIndex(vectors.shape[1], capacity=_headroom(len(ids)))
                     graph.add_many(ids, vectors)
                     built += 1
                 else:
@@ -284,7 +284,7 @@ class Indexes:
                 if len(ids) <= self.exact_scan_max:
                     continue
                 vectors = np.frombuffer(raw, dtype="<f4").reshape(len(ids), -1)
-                graph = GraphIndex(vectors.shape[1], capacity=2 * len(ids))
+                graph = GraphIndex(vectors.shape[1], capacity=_headroom(len(ids)))
                 graph.add_many(ids, vectors)
                 with self._lock:
                     ids, raw = self.store.scope_vectors(scope, model)
@@ -304,6 +304,13 @@ class Indexes:
             kind = f"hnswlib ({graphs[(scope, model)]})" if (scope, model) in graphs else "exact"
             out[f"{scope} ({model})"] = f"{count} vectors, {kind}"
         return out
+
+
+def _headroom(n: int) -> int:
+    """Slots for a graph of n vectors and its growth. hnswlib allocates every slot up
+    front (~1.7 KB each at 384-d, M=16): doubling left a 1M-vector graph ~1.6 GB of empty
+    slots; a quarter more costs a resize (a copy, milliseconds per 100k) more often."""
+    return n + n // 4 + 1
 
 
 def _file_stem(scope: str, model: str) -> str:

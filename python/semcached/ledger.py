@@ -15,7 +15,8 @@ import logging
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -81,6 +82,8 @@ class LedgerStore(Protocol):
 
 
 _COLUMNS = [f.name for f in fields(Row)]
+# dataclasses.astuple deep-copies every field: a tenth of the server's CPU at 1,500 rows/s.
+_values = attrgetter(*_COLUMNS)
 _HOUR_MS = 3_600_000
 # Per hour and group: requests, exact hits, semantic hits, misses, spend, savings, unpriced.
 _SUMS = ["requests", "exact_hits", "semantic_hits", "misses", "spend_usd", "savings_usd", "unknown_cost"]
@@ -97,6 +100,8 @@ def _contribution(r: Row) -> tuple[float, ...]:
     unpriced = r.cost_usd is None if r.kind == "miss" else r.cost_avoided_usd is None
     return (1, r.kind == "exact", r.kind == "semantic", r.kind == "miss", r.cost_usd or 0.0,
             r.cost_avoided_usd or 0.0, unpriced)
+
+
 _TYPES = {"ts_ms": "INTEGER", "similarity": "REAL", "prompt_tokens": "INTEGER",
           "completion_tokens": "INTEGER", "tokens_estimated": "INTEGER", "cost_usd": "REAL",
           "cost_avoided_usd": "REAL", "latency_ms": "REAL", "attempts": "INTEGER"}
@@ -129,12 +134,13 @@ class SQLiteLedger:
         sums: dict[tuple[str, int, str], list[float]] = {}
         for r in rows:
             hour = r.ts_ms // _HOUR_MS
+            contribution = _contribution(r)
             for by in GROUPS:
                 acc = sums.setdefault((by, hour, _key(r, by)), [0.0] * 7)
-                for i, value in enumerate(_contribution(r)):
+                for i, value in enumerate(contribution):
                     acc[i] += value
         with self._lock, self._db:
-            self._db.executemany(f"INSERT INTO requests VALUES ({marks})", [astuple(r) for r in rows])
+            self._db.executemany(f"INSERT INTO requests VALUES ({marks})", [_values(r) for r in rows])
             for by in GROUPS:
                 self._db.executemany(
                     f"INSERT INTO hourly_{by} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hour, key) DO UPDATE "

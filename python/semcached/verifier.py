@@ -25,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from semcached.batching import LRU, Batcher
 from semcached.config import ConfigError
 from semcached.models import file_sha256
 
@@ -56,7 +57,7 @@ class Calibration:
     data: str
     # Per knob, computed once: trusted points by ascending precision, and for each the
     # best point among it and all more precise ones (every lookup asks for a setting).
-    _by_precision: dict[str, tuple[list[float], list[Point]]] = field(
+    _by_precision: dict[str, tuple[list[float], list[Point], Point]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +67,8 @@ class Calibration:
             for p in reversed(trusted):
                 best.append(p if not best or (p.recall, -p.threshold) > (best[-1].recall, -best[-1].threshold)
                             else best[-1])
-            self._by_precision[knob] = ([p.precision for p in trusted], best[::-1])
+            strictest = max(points, key=lambda p: p.threshold, default=Point(1.0, 0.0, 0.0, 0))
+            self._by_precision[knob] = ([p.precision for p in trusted], best[::-1], strictest)
 
     def setting(self, knob: str, target_precision: float) -> Point:
         """The threshold catching the most duplicates at ``target_precision`` or better;
@@ -74,11 +76,9 @@ class Calibration:
         candidate whatever its score."""
         if target_precision <= 0:
             return Point(0.0, 0.0, 1.0, 0)
-        precisions, best = self._by_precision[knob]
+        precisions, best, strictest = self._by_precision[knob]
         i = bisect.bisect_left(precisions, target_precision)
-        if i < len(best):
-            return best[i]
-        return max(self.curves[knob], key=lambda p: p.threshold)
+        return best[i] if i < len(best) else strictest
 
     def save(self, path: Path) -> None:
         data = {"min_similarity": self.min_similarity, "embedding_model": self.embedding_model,
@@ -143,16 +143,56 @@ class Verifier:
         19% for one order)."""
         if not cached:
             return np.zeros(0, dtype=np.float32)
-        pairs = [(asked, c) for c in cached] + [(c, asked) for c in cached]
+        p = self.probabilities([(asked, c) for c in cached] + [(c, asked) for c in cached])
+        return ((p[:len(cached)] + p[len(cached):]) / 2).astype(np.float32)
+
+    def probabilities(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """The model's probability for each (first, second) pair, in that order."""
         encodings = self._tokenizer.encode_batch(pairs)
         feeds: dict[str, Any] = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        logits = self._session.run(["logits"], feeds)[0].astype(np.float64)
-        probabilities = 1.0 / (1.0 + np.exp(-logits))
-        return ((probabilities[:len(cached)] + probabilities[len(cached):]) / 2).astype(np.float32)
+        logits = self._session.run(["logits"], feeds)[0].astype(np.float64).reshape(-1)
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+class Scorer:
+    """The verifier as lookups use it: pairs from concurrent lookups scored in shared
+    batches on the embedding threads, recent pairs' scores remembered, and the second
+    order of a pair scored only when the first leaves the mean able to reach the
+    threshold (mean >= t needs the first order >= 2t - 1), so a candidate ruled out by
+    its first order costs one pass, not two."""
+
+    def __init__(self, verifier: Verifier, batcher: Batcher[tuple[str, str], float], cache_entries: int) -> None:
+        self.verifier = verifier
+        self._batcher = batcher
+        self._cache: LRU[tuple[str, str], float] = LRU(cache_entries)
+
+    async def scores(self, asked: str, cached: list[str], threshold: float) -> list[float | None]:
+        """The verifier's score of each cached question, or None where it cannot reach
+        ``threshold``."""
+        first = await self._probabilities([(asked, c) for c in cached])
+        floor = 2 * threshold - 1 - 1e-6
+        alive = [i for i, p in enumerate(first) if p >= floor]
+        second = await self._probabilities([(cached[i], asked) for i in alive])
+        out: list[float | None] = [None] * len(cached)
+        for i, p in zip(alive, second):
+            out[i] = float(np.float32((first[i] + p) / 2))
+        return out
+
+    async def _probabilities(self, pairs: list[tuple[str, str]]) -> list[float]:
+        known = [self._cache.get(pair) for pair in pairs]
+        unknown = [pair for pair, p in zip(pairs, known) if p is None]
+        fresh = iter(await self._batcher.submit(unknown) if unknown else [])
+        out = []
+        for pair, p in zip(pairs, known):
+            if p is None:
+                p = next(fresh)
+                self._cache.put(pair, p)
+            out.append(p)
+        return out
 
 
 def load(setting: str, calibration: Calibration | None = None) -> tuple[Verifier | None, Calibration]:

@@ -1,0 +1,215 @@
+"""The load-test suite, side by side in one run on this machine (BENCHMARKS.md).
+
+    make bench            # or: .venv/bin/python benchmarks/suite.py [--duration 10]
+
+1. Ceilings (benchmarks/ceilings.py): semcached's exact hits against a bare gRPC server,
+   and its semantic lookups (embedding cache off, so every lookup runs the model) against
+   ONNX Runtime alone, with the verifier on and off.
+2. The mixed workload (semcached.loadgen: exact repeats, paraphrases, new questions,
+   Zipfian popularity; misses answered by a local fake upstream after
+   --upstream-latency-ms) against:
+   - semcached (Complete over gRPC), closed loop, then open loop at half its throughput;
+   - semcached with the exact tier off;
+   - GPTCache in-process (same model, its hnswlib + sqlite stores; gptcache_side.py);
+   - GPTCache's own HTTP server (in a venv of its own: it pins openai==0.28.1).
+   Each reports throughput, latency percentiles per path, hit rate and hit precision
+   (hits answering another question than the one asked are wrong).
+
+Writes benchmarks/results/suite.json and suite.md. All traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.client
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from semcached import loadgen
+from semcached.embed import Embedder
+from semcached.fake_llm import API_KEY, FakeLLM
+from semcached.loadgen import Server, SemcachedTarget, Workload, drive, markdown, measured, paths_markdown, run
+from semcached.models import models_dir, resolve
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import gptcache_side  # noqa: E402
+
+GPTCACHE_VENV = ROOT / ".venv-gptcache"
+GPTCACHE_SERVER_PACKAGES = ["gptcache==0.1.44", "sqlalchemy", "fastapi", "uvicorn", "openai==0.28.1",
+                            "hnswlib", "onnxruntime", "tokenizers", "numpy"]
+
+
+class _Upstream:
+    """The fake upstream through the official SDK, as an application on a miss calls it."""
+
+    def __init__(self, url: str) -> None:
+        self.client = openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=0)
+
+    def answer(self, text: str) -> str:
+        r = self.client.chat.completions.create(model="bench-model", messages=[{"role": "user", "content": text}])
+        return r.choices[0].message.content or ""
+
+
+class GPTCacheTarget:
+    """GPTCache in this process: get; on a miss the upstream, then put."""
+
+    def __init__(self, data_dir: Path, upstream_url: str, min_cosine: float) -> None:
+        from gptcache import Cache
+
+        folder = resolve("all-MiniLM-L6-v2-int8", models_dir(""), "mean")
+        self.embedder = Embedder(folder)
+        self.cache = Cache()
+        gptcache_side.setup_cache(self.cache, data_dir, lambda text: self.embedder.embed([text])[0],
+                                  self.embedder.dim, min_cosine, max_size=1_000_000)
+        self.upstream = _Upstream(upstream_url)
+
+    def ask(self, text: str) -> tuple[str, str]:
+        from gptcache.adapter.api import get, put
+
+        answer = get(text, cache_obj=self.cache)
+        if answer is not None:
+            return "hit", str(answer)
+        answer = self.upstream.answer(text)
+        put(text, answer, cache_obj=self.cache)
+        return "miss", answer
+
+    def close(self) -> None:
+        pass
+
+
+class GPTCacheHTTPTarget:
+    """GPTCache's HTTP server: POST /get; on a miss the upstream, then POST /put."""
+
+    def __init__(self, port: int, upstream_url: str) -> None:
+        self.port = port
+        self.upstream = _Upstream(upstream_url)
+        self._local = threading.local()
+
+    def _post(self, path: str, body: dict[str, str]) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GPTCache {path}: HTTP {response.status}: {data[:200]!r}")
+        return json.loads(data)
+
+    def ask(self, text: str) -> tuple[str, str]:
+        answer = self._post("/get", {"prompt": text}).get("answer")
+        if answer is not None:
+            return "hit", str(answer)
+        answer = self.upstream.answer(text)
+        self._post("/put", {"prompt": text, "answer": answer})
+        return "miss", answer
+
+    def close(self) -> None:
+        pass
+
+
+def gptcache_server_venv() -> Path:
+    python = GPTCACHE_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {GPTCACHE_VENV} for GPTCache's server (PyPI)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(GPTCACHE_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *GPTCACHE_SERVER_PACKAGES], check=True)
+    return python
+
+
+def ceilings(duration: float) -> dict[str, Any]:
+    out = HERE / "results" / "ceilings.json"
+    subprocess.run([sys.executable, str(HERE / "ceilings.py"), "--duration", str(duration), "--json", str(out)],
+                   check=True)
+    return dict(json.loads(out.read_text()))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--processes", type=int, default=2, help="client processes for out-of-process targets")
+    p.add_argument("--entries", type=int, default=1000)
+    p.add_argument("--upstream-latency-ms", type=float, default=200.0)
+    p.add_argument("--min-cosine", type=float, default=0.9, help="GPTCache's hit threshold (cosine)")
+    p.add_argument("--skip", default="", help="comma-separated: ceilings,exact-off,open,gptcache,gptcache-http")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    args = p.parse_args()
+    skip = set(args.skip.split(",")) - {""}
+    workload = Workload(args.entries)
+    report: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
+    if "ceilings" not in skip:
+        report["ceilings"] = ceilings(args.duration)
+    upstream = FakeLLM(delay_s=args.upstream_latency_ms / 1000)
+    load = functools.partial(run, workload=workload, concurrency=args.concurrency, duration=args.duration,
+                             processes=args.processes)
+    try:
+        with tempfile.TemporaryDirectory(prefix="semcached-suite-") as tmp:
+            for name, config in (("semcached", ""), ("semcached, exact tier off", "[cache]\nexact_tier = false\n")):
+                if name.endswith("off") and "exact-off" in skip:
+                    continue
+                server = Server(Path(tmp) / name.replace(" ", "").replace(",", "-"), upstream.base_url, config).start()
+                try:
+                    make = functools.partial(SemcachedTarget, server.address)
+                    loadgen.seed(make(), workload)
+                    report["runs"][name] = closed = measured(server, lambda: load(make))
+                    if name == "semcached" and "open" not in skip:
+                        rate = round(closed["throughput_rps"] / 2)
+                        report["runs"]["semcached, open loop"] = measured(server, lambda: load(make, rate=rate, seed=2))
+                finally:
+                    server.stop()
+                print(f"{name}: {closed['throughput_rps']} req/s", flush=True)
+            if "gptcache" not in skip:
+                target = GPTCacheTarget(Path(tmp) / "gptcache", upstream.base_url, args.min_cosine)
+                loadgen.seed(target, workload)
+                samples, errors = drive(lambda: target, workload, 1, args.concurrency, args.duration)
+                report["runs"]["GPTCache in-process"] = loadgen.summarize(samples, errors, args.duration,
+                                                                          args.concurrency, 0.0)
+            if "gptcache-http" not in skip:
+                python = gptcache_server_venv()
+                port = loadgen.free_port()
+                folder = resolve("all-MiniLM-L6-v2-int8", models_dir(""), "mean")
+                proc = subprocess.Popen([str(python), str(HERE / "gptcache_side.py"), str(port),
+                                         str(Path(tmp) / "gptcache-http"), str(folder.path), str(args.min_cosine)])
+                try:
+                    time.sleep(8)  # model load and uvicorn start
+                    make_http = functools.partial(GPTCacheHTTPTarget, port, upstream.base_url)
+                    loadgen.seed(make_http(), workload, concurrency=8)
+                    report["runs"]["GPTCache HTTP server"] = load(make_http)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+    finally:
+        upstream.close()
+    rows = list(report["runs"].items())
+    text = markdown(rows) + "\n\n" + paths_markdown(rows)
+    if "semcached" in report["runs"]:
+        base = report["runs"]["semcached"]["throughput_rps"]
+        ratios = {f"semcached vs {name}": round(base / r["throughput_rps"], 2)
+                  for name, r in report["runs"].items() if name != "semcached" and r["throughput_rps"]}
+        report["ratios"] = ratios
+        text += "\n\n" + "\n".join(f"- {k}: {v}x throughput" for k, v in ratios.items())
+    if "ceilings" in report:
+        text += "\n- ceilings: " + json.dumps(report["ceilings"]["ratios"])
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "suite.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "suite.md").write_text(text + "\n")
+    print(f"wrote {args.out / 'suite.json'} and suite.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

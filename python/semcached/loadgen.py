@@ -1,0 +1,416 @@
+"""Load generation for `semcached bench` and benchmarks/suite.py.
+
+A workload of questions whose right answers are known: a thousand how-to questions
+(verb x noun x place), asked again verbatim (exact hits), as paraphrases (semantic hits,
+or misses where the cache is unsure), and new questions (misses, answered by an upstream),
+with Zipfian popularity. A served answer is right when it answers the question the asked
+one came from: a paraphrase of "reset my password in the mobile app" served the cached
+answer for "... in the web dashboard" is a wrong hit, and counts against precision.
+
+Load comes from client processes of their own, closed-loop (each worker sends its next
+request when the last is answered) or open-loop (requests sent at a fixed rate, Poisson
+arrivals, latency counted from when each was due, so a slow server cannot hide its queue).
+Any system that answers a question through ``Target.ask`` can be driven the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+import multiprocessing
+import os
+import queue
+import random
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import numpy as np
+
+from semcached.fake_llm import API_KEY
+from semcached.v1 import semcached_pb2 as pb
+from semcached.v1 import semcached_pb2_grpc as pb_grpc
+
+VERBS = ["reset", "change", "recover", "update", "delete", "export", "verify", "link", "unlock", "rename"]
+NOUNS = ["password", "email address", "billing details", "profile photo", "API key", "phone number",
+         "shipping address", "username", "security questions", "payment card"]
+PLACES = ["mobile app", "web dashboard", "desktop client", "admin console", "partner portal",
+          "support site", "team workspace", "developer console", "billing page", "settings page"]
+PARAPHRASES = ["What's the way to {v} my {n} in the {p}?", "In the {p}, how can I {v} my {n}?",
+               "I want to {v} my {n} using the {p}. How?"]
+WORDS = ["zebra", "quantum", "saffron", "glacier", "violin", "orbit", "lantern", "meadow", "cobalt",
+         "harbor", "pixel", "thunder", "maple", "falcon", "ember", "tundra"]
+PATHS = ("exact", "semantic", "miss")
+MAX_ENTRIES = len(VERBS) * len(NOUNS) * len(PLACES)
+NAMESPACE = "bench"
+
+
+def _slots(i: int) -> dict[str, str]:
+    return {"v": VERBS[i % 10], "n": NOUNS[(i // 10) % 10], "p": PLACES[(i // 100) % 10]}
+
+
+def question(i: int) -> str:
+    return "How do I {v} my {n} in the {p}?".format(**_slots(i))
+
+
+def paraphrase(i: int, variant: int) -> str:
+    return PARAPHRASES[variant % len(PARAPHRASES)].format(**_slots(i))
+
+
+def _word(w: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{re.escape(w)}\b")
+
+
+_SLOT_WORDS = [[(w, _word(w)) for w in words] for words in (VERBS, NOUNS, PLACES)]
+
+
+def slots_of(text: str) -> tuple[str, ...] | None:
+    """The (verb, noun, place) a question or an answer is about: answers repeat their
+    question (the fake upstream's do), and a cached answer made for a paraphrase that
+    missed is as right as one made for the seeded question. None: a new question."""
+    found = []
+    for words in _SLOT_WORDS:
+        hits = [w for w, pattern in words if pattern.search(text)]
+        if len(hits) != 1:
+            return None
+        found.append(hits[0])
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class Workload:
+    entries: int = 1000  # seeded questions, at most MAX_ENTRIES
+    mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # exact, semantic, miss
+    zipf: float = 1.0  # popularity exponent over the seeded questions
+
+    def requests(self, seed: int) -> Iterator[tuple[str, str, int]]:
+        """Endless (path, text, source) triples; source -1 for a new question."""
+        rng = random.Random(seed)
+        weights = list(itertools.accumulate(1 / (k + 1) ** self.zipf for k in range(self.entries)))
+        order = list(range(self.entries))
+        random.Random(7).shuffle(order)  # popularity unrelated to the slot pattern
+        for n in itertools.count():
+            path = rng.choices(PATHS, weights=self.mix)[0]
+            if path == "miss":
+                yield path, f"{' '.join(rng.sample(WORDS, 4))} {seed}-{n}?", -1
+                continue
+            i = order[rng.choices(range(self.entries), cum_weights=weights)[0]]
+            yield path, question(i) if path == "exact" else paraphrase(i, rng.randrange(3)), i
+
+
+class Target(Protocol):
+    """One system under load. ``ask`` returns the kind of answer ("exact", "semantic",
+    "miss": from upstream) and its text; it may be called from many threads at once."""
+
+    def ask(self, text: str) -> tuple[str, str]: ...
+    def close(self) -> None: ...
+
+
+class SemcachedTarget:
+    """semcached's Complete RPC: a hit from the cache or a call upstream, stored."""
+
+    def __init__(self, address: str, tier: str = "cheap") -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.SemanticCacheStub(self._channel)
+        self._tier = tier
+
+    def ask(self, text: str) -> tuple[str, str]:
+        r = self._stub.Complete(pb.CompleteRequest(namespace=NAMESPACE, tier=self._tier,
+                                                   messages=[pb.Message(role="user", content=text)]), timeout=60)
+        return pb.HitKind.Name(r.kind).removeprefix("HIT_KIND_").lower(), r.text
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+@dataclass
+class Sample:
+    path: str
+    kind: str
+    ms: float
+    right: bool | None  # for hits: whether the answer was for the asked question's source
+
+
+def _judge(path: str, source: int, kind: str, answer: str) -> bool | None:
+    if kind == "miss":
+        return None
+    return source >= 0 and slots_of(answer) == slots_of(question(source))
+
+
+def drive(make: Callable[[], Target], workload: Workload, seed: int, workers: int, duration: float,
+          rate: float = 0.0) -> tuple[list[Sample], Counter[str]]:
+    """Closed loop with ``workers`` threads, or with ``rate`` > 0 open loop at that many
+    requests per second (Poisson) served by the workers. Returns the samples, and the
+    errors counted by message."""
+    target = make()
+    samples: list[Sample] = []
+    errors: Counter[str] = Counter()
+    lock = threading.Lock()
+    stream = workload.requests(seed)
+    due: queue.Queue[tuple[float, str, str, int] | None] = queue.Queue()
+    stop_at = time.perf_counter() + duration
+
+    def one(path: str, text: str, source: int, started: float) -> None:
+        try:
+            kind, answer = target.ask(text)
+        except Exception as e:
+            with lock:
+                errors[_error_text(e)] += 1
+            return
+        sample = Sample(path, kind, (time.perf_counter() - started) * 1000, _judge(path, source, kind, answer))
+        with lock:
+            samples.append(sample)
+
+    def closed() -> None:
+        while time.perf_counter() < stop_at:
+            with lock:
+                path, text, source = next(stream)
+            one(path, text, source, time.perf_counter())
+
+    def opened() -> None:
+        while (item := due.get()) is not None:
+            at, path, text, source = item
+            one(path, text, source, at)
+
+    threads = [threading.Thread(target=opened if rate else closed) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    if rate:
+        rng = random.Random(seed)
+        at = time.perf_counter()
+        while at < stop_at:
+            path, text, source = next(stream)
+            due.put((at, path, text, source))
+            at += rng.expovariate(rate)
+            time.sleep(max(0.0, at - time.perf_counter()))
+        for _ in threads:
+            due.put(None)
+    for t in threads:
+        t.join()
+    target.close()
+    return samples, errors
+
+
+def _error_text(e: Exception) -> str:
+    if isinstance(e, grpc.RpcError):
+        return f"{e.code().name}: {e.details()}"
+    return f"{type(e).__name__}: {e}"[:200]
+
+
+def _drive_process(args: tuple[Callable[[], Target], Workload, int, int, float, float]) -> tuple[list[Sample], Counter[str]]:
+    return drive(*args)
+
+
+def run(make: Callable[[], Target], workload: Workload, *, concurrency: int, duration: float,
+        processes: int = 2, rate: float = 0.0, seed: int = 1) -> dict[str, Any]:
+    """Load from ``processes`` client processes (``make`` must pickle: a class or a
+    functools.partial of one); returns throughput, latency by path, hit precision."""
+    processes = max(1, min(processes, concurrency))
+    shares = [concurrency // processes + (p < concurrency % processes) for p in range(processes)]
+    jobs = [(make, workload, seed * 1000 + p, share, duration, rate / processes) for p, share in enumerate(shares)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        parts = pool.map(_drive_process, jobs)
+    samples = [s for part, _ in parts for s in part]
+    return summarize(samples, sum((e for _, e in parts), Counter()), duration, concurrency, rate)
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    if not ms:
+        return {}
+    a = np.array(ms)
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 90, 99, 99.9)}
+
+
+def summarize(samples: list[Sample], errors: Counter[str], duration: float, concurrency: int,
+              rate: float) -> dict[str, Any]:
+    served = [s for s in samples if s.kind != "miss"]
+    right = sum(bool(s.right) for s in served)
+    by_path = {}
+    for path in PATHS:
+        mine = [s for s in samples if s.path == path]
+        kinds: dict[str, int] = {}
+        for s in mine:
+            kinds[s.kind] = kinds.get(s.kind, 0) + 1
+        by_path[path] = {"requests": len(mine), "kinds": kinds, **_percentiles([s.ms for s in mine])}
+    return {
+        "mode": "open" if rate else "closed", "concurrency": concurrency, "rate": rate,
+        "duration_s": duration, "requests": len(samples), "errors": sum(errors.values()),
+        "error_kinds": dict(errors.most_common(5)),
+        "throughput_rps": round(len(samples) / duration, 1),
+        "latency_ms": _percentiles([s.ms for s in samples]),
+        "hits": len(served), "hit_rate": round(len(served) / len(samples), 4) if samples else 0.0,
+        "hit_precision": round(right / len(served), 4) if served else 1.0,
+        "wrong_hits": len(served) - right,
+        "by_path": by_path,
+    }
+
+
+def seed(target: Target, workload: Workload, concurrency: int = 32) -> float:
+    """Asks every seeded question once (each a miss, answered upstream and stored)."""
+    todo = iter(range(workload.entries))
+    lock = threading.Lock()
+    failures: list[Exception] = []
+
+    def work() -> None:
+        while not failures:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                target.ask(question(i))
+            except Exception as e:
+                failures.append(e)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise RuntimeError(f"seeding failed: {_error_text(failures[0])}")
+    return time.perf_counter() - start
+
+
+# -- a semcached server of its own, against a local fake upstream -----------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A semcached server process on 127.0.0.1 with its own data directory."""
+
+    data_dir: Path
+    upstream_url: str
+    config: str = ""
+    address: str = field(init=False, default="")
+    proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    _cpu_mark: float = field(init=False, default=0.0)
+
+    KEY_ENV = "SEMCACHED_BENCH_UPSTREAM_KEY"
+
+    def start(self) -> Server:
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir.parent / f"{self.data_dir.name}.toml"
+        config.write_text(
+            f'[providers.fake]\nkind = "openai"\nbase_url = "{self.upstream_url}"\napi_key_env = "{self.KEY_ENV}"\n'
+            '[tiers]\n' + "".join(f'{t} = ["fake/bench-model"]\n' for t in ("cheap", "standard", "hard", "code"))
+            + self.config)
+        env = {**os.environ, self.KEY_ENV: API_KEY, "SEMCACHED_SERVER_LOG_LEVEL": "warning"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "semcached", "serve", "--port", str(port),
+                                      "--data-dir", str(self.data_dir), "--config", str(config)], env=env)
+        deadline = time.monotonic() + 90
+        with grpc.insecure_channel(self.address) as channel:
+            stub = pb_grpc.SemanticCacheStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the semcached server exited with status {self.proc.returncode}")
+                try:
+                    stub.Stats(pb.StatsRequest(), timeout=1)
+                    return self
+                except grpc.RpcError:
+                    time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("the semcached server did not start within 90 s")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields_ = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def measured(server: Server, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``load``'s result with the server's CPU (cores busy on average) and memory added."""
+    cpu, start = server.cpu_seconds(), time.perf_counter()
+    result = load()
+    result["server_cpu_cores"] = round((server.cpu_seconds() - cpu) / (time.perf_counter() - start), 2)
+    result["server_rss_mib"] = round(server.rss_mib(), 1)
+    return result
+
+
+def markdown(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """One line per run: throughput, latency percentiles, hits, precision, server load."""
+    out = ["| run | mode | conc. | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | hit rate | hit precision "
+           "| errors | server CPU | RSS MiB |", "|" + "---|" * 13]
+    for name, r in rows:
+        lat = r["latency_ms"]
+        out.append(f"| {name} | {r['mode']}{' ' + str(r['rate']) + '/s' if r['rate'] else ''} | {r['concurrency']} "
+                   f"| {r['throughput_rps']} | {lat.get('p50', '')} | {lat.get('p90', '')} | {lat.get('p99', '')} "
+                   f"| {lat.get('p99.9', '')} | {r['hit_rate']:.1%} | {r['hit_precision']:.1%} | {r['errors']} "
+                   f"| {r.get('server_cpu_cores', '')} | {r.get('server_rss_mib', '')} |")
+    return "\n".join(out)
+
+
+def paths_markdown(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    out = ["| run | path | requests | answered as | p50 ms | p99 ms | p99.9 ms |", "|" + "---|" * 7]
+    for name, r in rows:
+        for path, p in r["by_path"].items():
+            out.append(f"| {name} | {path} | {p['requests']} | {p['kinds']} | {p.get('p50', '')} "
+                       f"| {p.get('p99', '')} | {p.get('p99.9', '')} |")
+    return "\n".join(out)
+
+
+def bench(workload: Workload, *, duration: float, concurrency: int, processes: int, rate: float,
+          upstream_latency_ms: float, config: str = "", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """`semcached bench`: a server of its own against a fake upstream on 127.0.0.1, seeded,
+    then the workload closed-loop (and open-loop at ``rate`` when given)."""
+    import functools
+    import tempfile
+
+    from semcached.fake_llm import FakeLLM
+
+    upstream = FakeLLM(delay_s=upstream_latency_ms / 1000)
+    report: dict[str, Any] = {
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
+        "workload": {"entries": workload.entries, "mix": dict(zip(PATHS, workload.mix)), "zipf": workload.zipf,
+                     "upstream_latency_ms": upstream_latency_ms}, "runs": {}}
+    with tempfile.TemporaryDirectory(prefix="semcached-bench-") as tmp:
+        server = Server(Path(tmp) / "data", upstream.base_url, config).start()
+        try:
+            make = functools.partial(SemcachedTarget, server.address)
+            target = make()
+            report["seed_s"] = round(seed(target, workload), 2)
+            target.close()
+            log(f"seeded {workload.entries} questions in {report['seed_s']} s")
+            report["runs"]["closed"] = measured(server, lambda: run(
+                make, workload, concurrency=concurrency, duration=duration, processes=processes))
+            if rate:
+                report["runs"]["open"] = measured(server, lambda: run(
+                    make, workload, concurrency=concurrency, duration=duration, processes=processes, rate=rate,
+                    seed=2))  # other new questions than the closed run's (those are cached now)
+        finally:
+            server.stop()
+            upstream.close()
+    rows = list(report["runs"].items())
+    report["markdown"] = markdown(rows) + "\n\n" + paths_markdown(rows)
+    return report

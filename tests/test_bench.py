@@ -1,0 +1,103 @@
+"""The load-test suite does not rot: its workload's ground truth, its batching pieces, and
+a tiny `semcached bench` run end to end (real server, real gRPC, fake upstream)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from semcached.batching import LRU, Batcher
+from semcached.loadgen import MAX_ENTRIES, Workload, paraphrase, question, slots_of, summarize, Sample
+
+
+def test_every_question_and_its_paraphrases_share_one_topic() -> None:
+    topics = {slots_of(question(i)) for i in range(MAX_ENTRIES)}
+    assert len(topics) == MAX_ENTRIES and None not in topics
+    for i in range(0, MAX_ENTRIES, 37):
+        assert {slots_of(paraphrase(i, v)) for v in range(3)} == {slots_of(question(i))}
+    assert slots_of("answer to: zebra quantum orbit pixel 3-1? [bench-model]") is None
+
+
+def test_workload_follows_its_mix_and_popularity() -> None:
+    requests = list(itertools.islice(Workload(entries=200, mix=(0.5, 0.3, 0.2)).requests(3), 20000))
+    paths = Counter(path for path, _, _ in requests)
+    assert abs(paths["exact"] / 20000 - 0.5) < 0.02 and abs(paths["miss"] / 20000 - 0.2) < 0.02
+    sources = Counter(source for _, _, source in requests if source >= 0)
+    top, *_, bottom = [n for _, n in sources.most_common()]
+    assert top > 20 * bottom  # Zipfian: the most popular question dwarfs the least
+    assert len({text for path, text, _ in requests if path == "miss"}) == paths["miss"]  # new each time
+
+
+def test_summary_counts_wrong_hits_against_precision() -> None:
+    samples = [Sample("exact", "exact", 1.0, True), Sample("semantic", "semantic", 2.0, False),
+               Sample("semantic", "semantic", 3.0, True), Sample("miss", "miss", 9.0, None)]
+    s = summarize(samples, errors=Counter({"UNAVAILABLE: down": 1}), duration=2.0, concurrency=1, rate=0.0)
+    assert s["throughput_rps"] == 2.0 and s["errors"] == 1 and s["error_kinds"] == {"UNAVAILABLE: down": 1}
+    assert s["hit_rate"] == 0.75 and s["hit_precision"] == round(2 / 3, 4) and s["wrong_hits"] == 1
+    assert s["by_path"]["semantic"]["requests"] == 2
+
+
+def test_batcher_batches_concurrent_requests_and_fails_only_its_own() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sizes: list[int] = []
+
+    def run(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if -1 in items:
+            raise ValueError("bad item")
+        return [x * 2 for x in items]
+
+    async def go() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher: Batcher[int, int] = Batcher(pool, 1, run)
+            results = await asyncio.gather(*(batcher.submit([i]) for i in range(10)))
+            assert [r[0] for r in results] == [i * 2 for i in range(10)]
+            assert sizes == [10]  # submitted together: one inference for all
+            with pytest.raises(ValueError):
+                await batcher.submit([-1])
+            assert await batcher.submit([4, 5]) == [8, 10]
+
+    asyncio.run(go())
+
+
+def test_lru_forgets_the_least_recently_used() -> None:
+    lru: LRU[str, int] = LRU(2)
+    lru.put("a", 1)
+    lru.put("b", 2)
+    assert lru.get("a") == 1
+    lru.put("c", 3)
+    assert lru.get("b") is None and lru.get("a") == 1 and lru.get("c") == 3 and len(lru) == 2
+    off: LRU[str, int] = LRU(0)
+    off.put("a", 1)
+    assert off.get("a") is None
+
+
+def test_bench_rejects_bad_options() -> None:
+    for argv, message in ((["--mix", "1,2"], "--mix"), (["--concurrency", "0"], "--concurrency"),
+                          (["--entries", "5000"], "--entries")):
+        r = subprocess.run([sys.executable, "-m", "semcached", "bench", *argv], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    """A one-second run of each loop against a server of its own."""
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "semcached", "bench", "--duration", "1", "--entries", "30",
+                        "--concurrency", "4", "--processes", "1", "--upstream-latency-ms", "5",
+                        "--rate", "20", "--json", str(out)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    closed, opened = report["runs"]["closed"], report["runs"]["open"]
+    assert closed["requests"] > 0 and closed["errors"] == 0 and opened["mode"] == "open"
+    assert closed["by_path"]["exact"]["kinds"].get("exact", 0) > 0  # seeded questions asked again hit
+    assert closed["by_path"]["miss"]["kinds"] == {"miss": closed["by_path"]["miss"]["requests"]}
+    assert 0 < closed["server_cpu_cores"] and closed["server_rss_mib"] > 0
+    assert "| closed |" in r.stdout
