@@ -67,6 +67,7 @@ def onnx_embedding(model_dir: Path) -> tuple[Callable[[str], np.ndarray], int]:
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=256)
+    tokenizer.no_padding()  # the file pads to 128 tokens: the mean would average the padding
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

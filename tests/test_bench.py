@@ -8,12 +8,13 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from semcached.batching import LRU, Batcher
+from semcached.batching import LRU, Batcher, Workers
 from semcached.loadgen import MAX_ENTRIES, Workload, paraphrase, question, slots_of, summarize, Sample
 
 
@@ -45,8 +46,6 @@ def test_summary_counts_wrong_hits_against_precision() -> None:
 
 
 def test_batcher_batches_concurrent_requests_and_fails_only_its_own() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     sizes: list[int] = []
 
     def run(items: list[int]) -> list[int]:
@@ -56,14 +55,21 @@ def test_batcher_batches_concurrent_requests_and_fails_only_its_own() -> None:
         return [x * 2 for x in items]
 
     async def go() -> None:
-        with ThreadPoolExecutor(1) as pool:
-            batcher: Batcher[int, int] = Batcher(pool, 1, run)
+        workers = Workers(1, "test")
+        try:
+            batcher: Batcher[int, int] = Batcher(workers, run)
+            # The worker is busy with a call while ten requests arrive: they share one batch.
+            blocked = workers.call(time.sleep, 0.2)
             results = await asyncio.gather(*(batcher.submit([i]) for i in range(10)))
-            assert [r[0] for r in results] == [i * 2 for i in range(10)]
-            assert sizes == [10]  # submitted together: one inference for all
+            await blocked
+            assert [r[0] for r in results] == [i * 2 for i in range(10)] and sizes == [10]
             with pytest.raises(ValueError):
                 await batcher.submit([-1])
             assert await batcher.submit([4, 5]) == [8, 10]
+            with pytest.raises(ZeroDivisionError):
+                await workers.call(lambda: 1 / 0)
+        finally:
+            workers.close()
 
     asyncio.run(go())
 

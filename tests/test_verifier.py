@@ -163,10 +163,22 @@ def test_verifier_off_decides_by_the_cosine_calibration(engine_config: configura
     run_engine(engine_config, body)
 
 
-def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def test_with_the_exact_tier_off_a_repeated_question_is_served_without_the_verifier(
+        engine_config: configuration.Config) -> None:
+    engine_config.cache.exact_tier = False
 
-    from semcached.batching import Batcher
+    async def body(engine: Engine) -> None:
+        await engine.store_entry("ns", "How do I reset my password?", "Settings")
+        again = await engine.lookup("ns", "how do I  reset my PASSWORD?")  # same normal form
+        assert again.kind == "semantic" and again.verifier_score == 1.0  # at the strict default target
+        other = await engine.lookup("ns", "How do I reset my username?")
+        assert not other.hit
+
+    run_engine(engine_config, body)
+
+
+def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() -> None:
+    from semcached.batching import Batcher, Workers
     from semcached.verifier import BUILTIN, Scorer, Verifier
 
     verifier = Verifier(BUILTIN)
@@ -177,8 +189,9 @@ def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() 
         return verifier.probabilities(pairs).tolist()
 
     async def go() -> None:
-        with ThreadPoolExecutor(1) as pool:
-            scorer = Scorer(verifier, Batcher(pool, 1, run), cache_entries=100)
+        workers = Workers(1, "test")
+        try:
+            scorer = Scorer(verifier, Batcher(workers, run), cache_entries=100)
             asked = "How do I bake sourdough bread at home?"
             cached = ["How can I bake sourdough bread at home?", "What is the capital city of France?"]
             strict = await scorer.scores(asked, cached, 0.9)
@@ -190,5 +203,7 @@ def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() 
             runs.clear()
             everything = await scorer.scores(asked, cached, 0.0)  # remembered pairs run nothing
             assert runs == [[(cached[1], asked)]] and everything[0] == strict[0] and everything[1] is not None
+        finally:
+            workers.close()
 
     asyncio.run(go())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from semcached.batching import LRU, Batcher
+from semcached.batching import LRU, Batcher, Workers
 from semcached.models import ModelFolder, file_sha256
 
 T = TypeVar("T")
@@ -108,8 +107,8 @@ class BatchingEmbedder:
     def __init__(self, embedder: Embedder, threads: int, cache_entries: int = 0) -> None:
         self.embedder = embedder
         self.threads = threads
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="embed")
-        self._batcher: Batcher[str, tuple[np.ndarray, bool]] = Batcher(self._pool, threads, self._embed)
+        self._workers = Workers(threads, "embed")
+        self._batcher: Batcher[str, tuple[np.ndarray, bool]] = Batcher(self._workers, self._embed)
         self.cache: LRU[str, Embedding] = LRU(cache_entries)
 
     @property
@@ -126,7 +125,7 @@ class BatchingEmbedder:
 
     def batcher(self, run: Callable[[list[X]], Sequence[Y]]) -> Batcher[X, Y]:
         """A batcher for another model, sharing these threads."""
-        return Batcher(self._pool, self.threads, run)
+        return Batcher(self._workers, run)
 
     async def embed(self, text: str) -> Embedding:
         cached = self.cache.get(text)
@@ -143,7 +142,7 @@ class BatchingEmbedder:
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Runs ``fn`` on the embedding pool (for work that goes with an embedding)."""
-        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return self._workers.call(fn, *args)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._workers.close()

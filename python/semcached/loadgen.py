@@ -46,8 +46,14 @@ PLACES = ["mobile app", "web dashboard", "desktop client", "admin console", "par
           "support site", "team workspace", "developer console", "billing page", "settings page"]
 PARAPHRASES = ["What's the way to {v} my {n} in the {p}?", "In the {p}, how can I {v} my {n}?",
                "I want to {v} my {n} using the {p}. How?"]
-WORDS = ["zebra", "quantum", "saffron", "glacier", "violin", "orbit", "lantern", "meadow", "cobalt",
-         "harbor", "pixel", "thunder", "maple", "falcon", "ember", "tundra"]
+# New questions: six of these and a serial number each, so two new questions share few
+# words and none is a near neighbour of another (a cache serving one for another is wrong).
+WORDS = ("apple anchor bridge candle canyon castle cedar comet coral desert dragon eagle engine "
+         "falcon feather forest fossil galaxy garden glacier granite harbor helmet island jungle "
+         "kettle ladder lantern lemon magnet marble meadow mirror monsoon needle ocean orchid "
+         "oyster palace parrot pebble pepper piano pillow planet pocket prism quartz rabbit "
+         "radar river rocket saddle saffron salmon satellite scarf shadow spider statue "
+         "summit tiger tunnel valley velvet violin volcano walnut whistle willow window zebra").split()
 PATHS = ("exact", "semantic", "miss")
 MAX_ENTRIES = len(VERBS) * len(NOUNS) * len(PLACES)
 NAMESPACE = "bench"
@@ -100,7 +106,7 @@ class Workload:
         for n in itertools.count():
             path = rng.choices(PATHS, weights=self.mix)[0]
             if path == "miss":
-                yield path, f"{' '.join(rng.sample(WORDS, 4))} {seed}-{n}?", -1
+                yield path, f"{' '.join(rng.sample(WORDS, 6))} {seed}-{n}?", -1
                 continue
             i = order[rng.choices(range(self.entries), cum_weights=weights)[0]]
             yield path, question(i) if path == "exact" else paraphrase(i, rng.randrange(3)), i
