@@ -134,7 +134,7 @@ def seed_gptcache(target: GPTCacheTarget | GPTCacheHTTPTarget, workload: Workloa
     """Its search fails on an empty index (hnswlib: "Cannot return the results in a
     contiguous 2D array"), so the first question is put before anything is asked."""
     target.put(question(0), target.upstream.answer(question(0)))
-    loadgen.seed(target, workload)
+    loadgen.seed(lambda: target, workload)
 
 
 def gptcache_server_venv() -> Path:
@@ -189,7 +189,7 @@ def main() -> int:
                                 config).start()
                 try:
                     make = functools.partial(SemcachedTarget, server.address)
-                    loadgen.seed(make(), workload)
+                    loadgen.seed(make, workload)
                     closed_runs(system, lambda c: measured(server, lambda: run(
                         make, workload, concurrency=c, duration=args.duration, processes=args.processes, seed=c)))
                     if system == "semcached" and "open" not in skip:

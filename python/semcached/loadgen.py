@@ -15,22 +15,23 @@ Any system that answers a question through ``Target.ask`` can be driven the same
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 from collections import Counter
 import multiprocessing
 import os
-import queue
 import random
 import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 import numpy as np
@@ -113,28 +114,55 @@ class Workload:
 
 
 class Target(Protocol):
-    """One system under load. ``ask`` returns the kind of answer ("exact", "semantic",
-    "miss": from upstream) and its text; it may be called from many threads at once."""
+    """One system under load. ``ask`` (a plain or an async method) returns the kind of
+    answer ("exact", "semantic", "miss": from upstream) and its text. Plain ones are
+    called from a thread per worker; async ones from one event loop per client process."""
 
-    def ask(self, text: str) -> tuple[str, str]: ...
-    def close(self) -> None: ...
+    def ask(self, text: str) -> tuple[str, str] | Awaitable[tuple[str, str]]: ...
+    def close(self) -> None | Awaitable[None]: ...
 
 
 class SemcachedTarget:
-    """semcached's Complete RPC: a hit from the cache or a call upstream, stored."""
+    """semcached's Complete RPC: a hit from the cache or a call upstream, stored. Async:
+    threads of blocking stubs cost the client process more CPU than the server spends."""
 
     def __init__(self, address: str, tier: str = "cheap") -> None:
-        self._channel = grpc.insecure_channel(address)
-        self._stub = pb_grpc.SemanticCacheStub(self._channel)
+        self.address = address
         self._tier = tier
+        self._channel: grpc.aio.Channel | None = None
 
-    def ask(self, text: str) -> tuple[str, str]:
-        r = self._stub.Complete(pb.CompleteRequest(namespace=NAMESPACE, tier=self._tier,
+    async def ask(self, text: str) -> tuple[str, str]:
+        if self._channel is None:  # made on the event loop that uses it
+            self._channel = grpc.aio.insecure_channel(self.address)
+        stub = pb_grpc.SemanticCacheStub(self._channel)
+        r = await stub.Complete(pb.CompleteRequest(namespace=NAMESPACE, tier=self._tier,
                                                    messages=[pb.Message(role="user", content=text)]), timeout=60)
         return pb.HitKind.Name(r.kind).removeprefix("HIT_KIND_").lower(), r.text
 
-    def close(self) -> None:
-        self._channel.close()
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+class _Asker:
+    """Calls a target's ``ask`` from the event loop: awaited, or on one of ``threads``."""
+
+    def __init__(self, target: Target, threads: int) -> None:
+        self.target = target
+        self._pool = None if inspect.iscoroutinefunction(target.ask) else ThreadPoolExecutor(threads)
+
+    async def __call__(self, text: str) -> tuple[str, str]:
+        if self._pool is None:
+            return await cast(Awaitable[tuple[str, str]], self.target.ask(text))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, cast(Callable[[str], tuple[str, str]], self.target.ask), text)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+        closing = self.target.close()
+        if inspect.isawaitable(closing):
+            await closing
 
 
 @dataclass
@@ -153,55 +181,48 @@ def _judge(path: str, source: int, kind: str, answer: str) -> bool | None:
 
 def drive(make: Callable[[], Target], workload: Workload, seed: int, workers: int, duration: float,
           rate: float = 0.0) -> tuple[list[Sample], Counter[str]]:
-    """Closed loop with ``workers`` threads, or with ``rate`` > 0 open loop at that many
-    requests per second (Poisson) served by the workers. Returns the samples, and the
-    errors counted by message."""
-    target = make()
+    """Closed loop with ``workers`` workers, or with ``rate`` > 0 open loop at that many
+    requests per second (Poisson). Returns the samples, and the errors by message."""
+    return asyncio.run(_drive(make(), workload, seed, workers, duration, rate))
+
+
+async def _drive(target: Target, workload: Workload, seed: int, workers: int, duration: float,
+                 rate: float) -> tuple[list[Sample], Counter[str]]:
+    ask = _Asker(target, workers)
     samples: list[Sample] = []
     errors: Counter[str] = Counter()
-    lock = threading.Lock()
     stream = workload.requests(seed)
-    due: queue.Queue[tuple[float, str, str, int] | None] = queue.Queue()
     stop_at = time.perf_counter() + duration
 
-    def one(path: str, text: str, source: int, started: float) -> None:
+    async def one(path: str, text: str, source: int, started: float) -> None:
         try:
-            kind, answer = target.ask(text)
+            kind, answer = await ask(text)
         except Exception as e:
-            with lock:
-                errors[_error_text(e)] += 1
+            errors[_error_text(e)] += 1
             return
-        sample = Sample(path, kind, (time.perf_counter() - started) * 1000, _judge(path, source, kind, answer))
-        with lock:
-            samples.append(sample)
+        samples.append(Sample(path, kind, (time.perf_counter() - started) * 1000,
+                              _judge(path, source, kind, answer)))
 
-    def closed() -> None:
+    async def closed() -> None:
         while time.perf_counter() < stop_at:
-            with lock:
-                path, text, source = next(stream)
-            one(path, text, source, time.perf_counter())
-
-    def opened() -> None:
-        while (item := due.get()) is not None:
-            at, path, text, source = item
-            one(path, text, source, at)
-
-    threads = [threading.Thread(target=opened if rate else closed) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    if rate:
-        rng = random.Random(seed)
-        at = time.perf_counter()
-        while at < stop_at:
             path, text, source = next(stream)
-            due.put((at, path, text, source))
-            at += rng.expovariate(rate)
-            time.sleep(max(0.0, at - time.perf_counter()))
-        for _ in threads:
-            due.put(None)
-    for t in threads:
-        t.join()
-    target.close()
+            await one(path, text, source, time.perf_counter())
+
+    try:
+        if rate:
+            rng = random.Random(seed)
+            at = time.perf_counter()
+            tasks = []
+            while at < stop_at:
+                path, text, source = next(stream)
+                tasks.append(asyncio.create_task(one(path, text, source, at)))
+                at += rng.expovariate(rate)
+                await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            await asyncio.gather(*tasks)
+        else:
+            await asyncio.gather(*(closed() for _ in range(workers)))
+    finally:
+        await ask.close()
     return samples, errors
 
 
@@ -259,31 +280,26 @@ def summarize(samples: list[Sample], errors: Counter[str], duration: float, conc
     }
 
 
-def seed(target: Target, workload: Workload, concurrency: int = 32) -> float:
-    """Asks every seeded question once (each a miss, answered upstream and stored)."""
-    todo = iter(range(workload.entries))
-    lock = threading.Lock()
-    failures: list[Exception] = []
+def seed(make: Callable[[], Target], workload: Workload, concurrency: int = 32) -> float:
+    """Asks every seeded question once (each a miss, answered upstream and stored);
+    returns the seconds it took."""
+    async def go() -> None:
+        ask = _Asker(make(), concurrency)
+        todo = iter(range(workload.entries))
 
-    def work() -> None:
-        while not failures:
-            with lock:
-                i = next(todo, None)
-            if i is None:
-                return
-            try:
-                target.ask(question(i))
-            except Exception as e:
-                failures.append(e)
+        async def work() -> None:
+            for i in todo:
+                await ask(question(i))
+
+        try:
+            await asyncio.gather(*(work() for _ in range(concurrency)))
+        except Exception as e:
+            raise RuntimeError(f"seeding failed: {_error_text(e)}") from None
+        finally:
+            await ask.close()
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise RuntimeError(f"seeding failed: {_error_text(failures[0])}")
+    asyncio.run(go())
     return time.perf_counter() - start
 
 
@@ -404,9 +420,7 @@ def bench(workload: Workload, *, duration: float, concurrency: int, processes: i
         server = Server(Path(tmp) / "data", upstream.base_url, config).start()
         try:
             make = functools.partial(SemcachedTarget, server.address)
-            target = make()
-            report["seed_s"] = round(seed(target, workload), 2)
-            target.close()
+            report["seed_s"] = round(seed(make, workload), 2)
             log(f"seeded {workload.entries} questions in {report['seed_s']} s")
             report["runs"]["closed"] = measured(server, lambda: run(
                 make, workload, concurrency=concurrency, duration=duration, processes=processes))
