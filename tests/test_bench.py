@@ -42,7 +42,7 @@ def test_summary_counts_wrong_hits_against_precision() -> None:
     s = summarize(samples, errors=Counter({"UNAVAILABLE: down": 1}), duration=2.0, concurrency=1, rate=0.0)
     assert s["throughput_rps"] == 2.0 and s["errors"] == 1 and s["error_kinds"] == {"UNAVAILABLE: down": 1}
     assert s["hit_rate"] == 0.75 and s["hit_precision"] == round(2 / 3, 4) and s["wrong_hits"] == 1
-    assert s["by_path"]["semantic"]["requests"] == 2
+    assert s["by_path"]["semantic"]["requests"] == 2 and s["by_path"]["semantic"]["wrong_hits"] == 1
 
 
 def test_batcher_batches_concurrent_requests_and_fails_only_its_own() -> None:

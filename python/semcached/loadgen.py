@@ -266,7 +266,8 @@ def summarize(samples: list[Sample], errors: Counter[str], duration: float, conc
         kinds: dict[str, int] = {}
         for s in mine:
             kinds[s.kind] = kinds.get(s.kind, 0) + 1
-        by_path[path] = {"requests": len(mine), "kinds": kinds, **_percentiles([s.ms for s in mine])}
+        by_path[path] = {"requests": len(mine), "kinds": kinds, "wrong_hits": sum(s.right is False for s in mine),
+                         **_percentiles([s.ms for s in mine])}
     return {
         "mode": "open" if rate else "closed", "concurrency": concurrency, "rate": rate,
         "duration_s": duration, "requests": len(samples), "errors": sum(errors.values()),
@@ -394,10 +395,10 @@ def markdown(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def paths_markdown(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    out = ["| run | path | requests | answered as | p50 ms | p99 ms | p99.9 ms |", "|" + "---|" * 7]
+    out = ["| run | path | requests | answered as | wrong hits | p50 ms | p99 ms | p99.9 ms |", "|" + "---|" * 8]
     for name, r in rows:
         for path, p in r["by_path"].items():
-            out.append(f"| {name} | {path} | {p['requests']} | {p['kinds']} | {p.get('p50', '')} "
+            out.append(f"| {name} | {path} | {p['requests']} | {p['kinds']} | {p['wrong_hits']} | {p.get('p50', '')} "
                        f"| {p.get('p99', '')} | {p.get('p99.9', '')} |")
     return "\n".join(out)
 
