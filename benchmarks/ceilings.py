@@ -110,7 +110,7 @@ def main() -> None:
     if args.echo_server:
         echo_server(args.echo_server)
         return
-    result: dict[str, Any] = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]}}
+    result: dict[str, Any] = {"machine": {"cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]}}
     port = free_port()
     echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
     time.sleep(2)
@@ -148,7 +148,8 @@ def main() -> None:
     c = args.concurrency
     by_batch = {b: round(sum(o["embeddings_per_s_by_batch"][b] for o in onnx) / len(onnx), 1)
                 for b in onnx[0]["embeddings_per_s_by_batch"]}
-    same = max(1, c // onnx[0]["threads"])  # c texts in flight over the threads: batches of c / threads
+    # c texts in flight over the threads: batches of c / threads (the largest measured size up to it)
+    same = max(b for b in by_batch if b <= max(1, c // onnx[0]["threads"]))
     result["onnx"] = {"threads": onnx[0]["threads"], "embeddings_per_s_by_batch": by_batch,
                       "runs": onnx, "best_embeddings_per_s": max(by_batch.values()),
                       "same_concurrency_batch": same, "same_concurrency_embeddings_per_s": by_batch[same]}

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import openai
 
 from semcached import loadgen
 from semcached.embed import Embedder
-from semcached.fake_llm import API_KEY, FakeLLM
+from semcached.fake_llm import API_KEY
 from semcached.loadgen import (Server, SemcachedTarget, Workload, drive, markdown, measured, paths_markdown,
                                question, run)
 from semcached.models import models_dir, resolve
@@ -131,12 +132,38 @@ class GPTCacheHTTPTarget:
 
 
 def seed_gptcache(target: GPTCacheTarget | GPTCacheHTTPTarget, workload: Workload) -> None:
-    """Its search fails on an empty index (hnswlib: "Cannot return the results in a
-    contiguous 2D array"), so the first question is put before anything is asked; and
-    its sqlite store fails concurrent puts at times ("database is locked"), so seeding
-    (set-up, not measured) runs four at a time."""
-    target.put(question(0), target.upstream.answer(question(0)))
-    loadgen.seed(lambda: target, workload, concurrency=4)
+    """Puts every seeded question with its upstream answer, without asking first: asked
+    in order, a question would be served its already stored neighbour's answer (cosine
+    0.9 between "reset" and "change my password ...") and not be stored, and GPTCache's
+    sqlite store fails concurrent puts at times ("database is locked"). So answers are
+    fetched concurrently and put one at a time (set-up, not measured)."""
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(target.upstream.answer, [question(i) for i in range(workload.entries)]))
+    for i, answer in enumerate(answers):
+        target.put(question(i), answer)
+
+
+def start_upstream(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    """The fake upstream in a process of its own: in this one it would take the GIL from
+    the in-process GPTCache it answers."""
+    code = ("import sys, time\nfrom semcached.fake_llm import FakeLLM\n"
+            "fake = FakeLLM(delay_s=float(sys.argv[1]))\nprint(fake.base_url, flush=True)\ntime.sleep(1e9)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(latency_ms / 1000)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def wait_http(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"GPTCache's server did not answer on port {port} within {timeout:.0f} s")
 
 
 def gptcache_server_venv() -> Path:
@@ -173,7 +200,7 @@ def main() -> int:
     report: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": {}, "best": {}}
     if "ceilings" not in skip:
         report["ceilings"] = ceilings(args.duration)
-    upstream = FakeLLM(delay_s=args.upstream_latency_ms / 1000)
+    upstream_proc, upstream_url = start_upstream(args.upstream_latency_ms)
 
     def closed_runs(system: str, load: Callable[[int], dict[str, Any]]) -> None:
         for c in concurrencies:
@@ -187,7 +214,7 @@ def main() -> int:
             for system, config in (("semcached", ""), ("semcached, exact tier off", "[cache]\nexact_tier = false\n")):
                 if system.endswith("off") and "exact-off" in skip:
                     continue
-                server = Server(Path(tmp) / system.replace(" ", "").replace(",", "-"), upstream.base_url,
+                server = Server(Path(tmp) / system.replace(" ", "").replace(",", "-"), upstream_url,
                                 config).start()
                 try:
                     make = functools.partial(SemcachedTarget, server.address)
@@ -202,7 +229,7 @@ def main() -> int:
                 finally:
                     server.stop()
             if "gptcache" not in skip:
-                target = GPTCacheTarget(Path(tmp) / "gptcache", upstream.base_url, args.min_cosine)
+                target = GPTCacheTarget(Path(tmp) / "gptcache", upstream_url, args.min_cosine)
                 seed_gptcache(target, workload)
 
                 def in_process(c: int) -> dict[str, Any]:
@@ -217,8 +244,8 @@ def main() -> int:
                 proc = subprocess.Popen([str(python), str(HERE / "gptcache_side.py"), str(port),
                                          str(Path(tmp) / "gptcache-http"), str(folder.path), str(args.min_cosine)])
                 try:
-                    time.sleep(8)  # model load and uvicorn start
-                    make_http = functools.partial(GPTCacheHTTPTarget, port, upstream.base_url)
+                    wait_http(port)
+                    make_http = functools.partial(GPTCacheHTTPTarget, port, upstream_url)
                     seed_gptcache(make_http(), workload)
                     closed_runs("GPTCache HTTP server", lambda c: run(
                         make_http, workload, concurrency=c, duration=args.duration, processes=args.processes, seed=c))
@@ -226,7 +253,8 @@ def main() -> int:
                     proc.terminate()
                     proc.wait(timeout=30)
     finally:
-        upstream.close()
+        upstream_proc.terminate()
+        upstream_proc.wait()
     rows = list(report["runs"].items())
     text = markdown(rows) + "\n\n" + paths_markdown(rows)
     if "semcached" in report["best"]:

@@ -44,7 +44,7 @@ class Workers:
     def __init__(self, threads: int, name: str) -> None:
         self.threads = threads
         self._cv = threading.Condition()
-        self._calls: deque[Job] = deque()
+        self._calls: deque[_Call] = deque()
         self._batchers: list[Batcher[Any, Any]] = []
         self._closed = False
         self._busy = 0
@@ -57,14 +57,7 @@ class Workers:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
-        def job() -> None:
-            try:
-                result = fn(*args)
-            except BaseException as e:  # delivered to the caller, as an executor would
-                _deliver(loop, functools.partial(_settle, future, None, e))
-            else:
-                _deliver(loop, functools.partial(_settle, future, result, None))
-
+        job = _Call(functools.partial(fn, *args), loop, future)
         self._submit(lambda: self._calls.append(job))
         return future
 
@@ -101,6 +94,8 @@ class Workers:
                         break
                     self._cv.wait(wait)
                 self._busy += 1
+                if self._calls or any(b.pending for b in self._batchers):
+                    self._cv.notify()  # the rest of a shared burst is another idle worker's
             try:
                 job()
             finally:
@@ -109,12 +104,36 @@ class Workers:
                     self._cv.notify()  # a worker holding a short batch may take it now
 
     def close(self) -> None:
-        """Stops the threads after the jobs they are running; queued work is dropped."""
+        """Stops the threads after the jobs they are running; queued work fails with
+        RuntimeError (its callers' loops may still be waiting for it)."""
         with self._cv:
             self._closed = True
+            calls, self._calls = list(self._calls), deque()
+            for batcher in self._batchers:
+                batcher.fail(RuntimeError("the workers are closed"))
             self._cv.notify_all()
+        for job in calls:
+            job.cancel()
         for thread in self._pool:
             thread.join()
+
+
+class _Call:
+    """A plain call queued for a worker, and the future its caller awaits."""
+
+    def __init__(self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.fn, self.loop, self.future = fn, loop, future
+
+    def __call__(self) -> None:
+        try:
+            result = self.fn()
+        except BaseException as e:  # delivered to the caller, as an executor would
+            _deliver(self.loop, functools.partial(_settle, self.future, None, e))
+        else:
+            _deliver(self.loop, functools.partial(_settle, self.future, result, None))
+
+    def cancel(self) -> None:
+        _deliver(self.loop, functools.partial(_settle, self.future, None, RuntimeError("the workers are closed")))
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
@@ -133,6 +152,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
+def _settle_all(futures: list[asyncio.Future[Any]], error: BaseException) -> None:
+    for future in futures:
+        _settle(future, None, error)
+
+
 class Batcher(Generic[X, Y]):
     """Runs ``run(items) -> results`` on the workers for batches of the items submitted
     from event loops. A worker takes an equal share of what is waiting (one taking a
@@ -142,7 +166,7 @@ class Batcher(Generic[X, Y]):
         self._workers = workers
         self._run = run
         self.pending: list[tuple[X, asyncio.Future[Y], asyncio.AbstractEventLoop]] = []
-        self._since = 0.0  # when the oldest pending item arrived
+        self._since = 0.0  # when the oldest pending item arrived (about: a take leaves it)
         # Called on the loop with each batch's inference seconds (a metrics histogram).
         self.observe: Callable[[float], None] | None = None
         with workers._cv:
@@ -170,16 +194,17 @@ class Batcher(Generic[X, Y]):
         of what waits among the ``idle`` workers."""
         size = min(MAX_BATCH, -(-len(self.pending) // max(idle, 1)))
         batch, self.pending = self.pending[:size], self.pending[size:]
-        self._since = time.monotonic()
         return lambda: self._run_batch(batch)
 
     def _run_batch(self, batch: list[tuple[X, asyncio.Future[Y], asyncio.AbstractEventLoop]]) -> None:
         started = time.perf_counter()
         results: Sequence[Y] | None = None
-        error: Exception | None = None
+        error: BaseException | None = None
         try:
             results = self._run([x for x, _, _ in batch])
-        except Exception as e:  # a failed batch fails its own requests only
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
+        except BaseException as e:  # a failed batch fails its own requests only
             error = e
         elapsed = time.perf_counter() - started
         for loop in {id(loop): loop for _, _, loop in batch}.values():
@@ -187,11 +212,18 @@ class Batcher(Generic[X, Y]):
             _deliver(loop, functools.partial(self._finish, mine, results, error, elapsed))
 
     def _finish(self, mine: list[tuple[int, asyncio.Future[Y]]], results: Sequence[Y] | None,
-                error: Exception | None, elapsed: float) -> None:
-        if self.observe is not None and error is None:
-            self.observe(elapsed)
+                error: BaseException | None, elapsed: float) -> None:
         for i, future in mine:
             _settle(future, None if results is None else results[i], error)
+        if self.observe is not None and error is None:
+            self.observe(elapsed)
+
+    def fail(self, error: BaseException) -> None:
+        """Fails everything waiting (under the workers' lock, at close)."""
+        for loop in {id(loop): loop for _, _, loop in self.pending}.values():
+            mine = [future for _, future, item_loop in self.pending if item_loop is loop]
+            _deliver(loop, functools.partial(_settle_all, mine, error))
+        self.pending = []
 
 
 class LRU(Generic[K, V]):

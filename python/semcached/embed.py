@@ -138,7 +138,8 @@ class BatchingEmbedder:
 
     def _embed(self, texts: list[str]) -> list[tuple[np.ndarray, bool]]:
         vectors, whole = self.embedder.embed_checked(texts)
-        return list(zip(vectors, whole))
+        # Copies: a row view would keep its whole batch alive in the cache.
+        return [(v.copy(), w) for v, w in zip(vectors, whole)]
 
     def run_sync(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Runs ``fn`` on the embedding pool (for work that goes with an embedding)."""

@@ -171,6 +171,7 @@ class Sample:
     kind: str
     ms: float
     right: bool | None  # for hits: whether the answer was for the asked question's source
+    late: bool = False  # answered after the run's end: in the latencies, not the throughput
 
 
 def _judge(path: str, source: int, kind: str, answer: str) -> bool | None:
@@ -200,8 +201,9 @@ async def _drive(target: Target, workload: Workload, seed: int, workers: int, du
         except Exception as e:
             errors[_error_text(e)] += 1
             return
-        samples.append(Sample(path, kind, (time.perf_counter() - started) * 1000,
-                              _judge(path, source, kind, answer)))
+        done = time.perf_counter()
+        samples.append(Sample(path, kind, (done - started) * 1000, _judge(path, source, kind, answer),
+                              late=done > stop_at))
 
     async def closed() -> None:
         while time.perf_counter() < stop_at:
@@ -210,7 +212,7 @@ async def _drive(target: Target, workload: Workload, seed: int, workers: int, du
 
     try:
         if rate:
-            rng = random.Random(seed)
+            rng = random.Random(~seed)  # not the workload's sequence
             at = time.perf_counter()
             tasks = []
             while at < stop_at:
@@ -272,7 +274,7 @@ def summarize(samples: list[Sample], errors: Counter[str], duration: float, conc
         "mode": "open" if rate else "closed", "concurrency": concurrency, "rate": rate,
         "duration_s": duration, "requests": len(samples), "errors": sum(errors.values()),
         "error_kinds": dict(errors.most_common(5)),
-        "throughput_rps": round(len(samples) / duration, 1),
+        "throughput_rps": round(sum(not s.late for s in samples) / duration, 1),
         "latency_ms": _percentiles([s.ms for s in samples]),
         "hits": len(served), "hit_rate": round(len(served) / len(samples), 4) if samples else 0.0,
         "hit_precision": round(right / len(served), 4) if served else 1.0,
@@ -370,6 +372,7 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
 
 def measured(server: Server, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
