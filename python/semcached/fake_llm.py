@@ -25,6 +25,13 @@ API_KEY = "sk-test-fake-key-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-fake-key-9876543210"
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) refuses connections when a load test opens dozens
+    # at once on a busy machine.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class FakeLLM:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.calls: Counter[str] = Counter()  # per question
@@ -50,7 +57,7 @@ class FakeLLM:
                     with fake._lock:
                         fake.disconnects += 1
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_port}/v1"
         self.anthropic_url = f"http://127.0.0.1:{self._server.server_port}"
