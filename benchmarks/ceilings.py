@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadtest import query, run_path, seed, start_server, stored_prompt  # noqa: E402
 
 from semcached.embed import Embedder, default_threads  # noqa: E402
+from semcached.loadgen import free_port  # noqa: E402
 from semcached.models import models_dir, resolve  # noqa: E402
 from semcached.v1 import semcached_pb2 as pb  # noqa: E402
 
@@ -65,12 +65,6 @@ def echo_server(port: int) -> None:
         await server.wait_for_termination()
 
     asyncio.run(serve())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def onnx_ceiling(duration: float) -> dict[str, Any]:

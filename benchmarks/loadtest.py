@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from semcached.loadgen import rss_mib
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 
@@ -134,13 +135,6 @@ def seed(target: str, first: int, count: int, concurrency: int = 16) -> float:
     start = time.perf_counter()
     asyncio.run(go())
     return time.perf_counter() - start
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_server(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -32,15 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from semcached.loadgen import rss_mib
+
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 384
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -65,44 +65,57 @@ class _Upstream:
         return r.choices[0].message.content or ""
 
 
-class GPTCacheTarget:
-    """GPTCache in this process: get; on a miss the upstream, then put."""
+class _GPTCache:
+    """GPTCache as an application uses it: get; on a miss the upstream, then put."""
 
-    def __init__(self, data_dir: Path, upstream_url: str, min_cosine: float) -> None:
-        from gptcache import Cache
-
-        folder = resolve("all-MiniLM-L6-v2-int8", models_dir(""), "mean")
-        self.embedder = Embedder(folder)
-        self.cache = Cache()
-        gptcache_side.setup_cache(self.cache, data_dir, lambda text: self.embedder.embed([text])[0],
-                                  self.embedder.dim, min_cosine, max_size=1_000_000)
+    def __init__(self, upstream_url: str) -> None:
         self.upstream = _Upstream(upstream_url)
 
-    def ask(self, text: str) -> tuple[str, str]:
-        from gptcache.adapter.api import get
+    def get(self, text: str) -> Any: ...
+    def put(self, text: str, answer: str) -> None: ...
 
-        answer = get(text, cache_obj=self.cache)
+    def ask(self, text: str) -> tuple[str, str]:
+        answer = self.get(text)
         if answer is not None:
             return "hit", str(answer)
         answer = self.upstream.answer(text)
         self.put(text, answer)
         return "miss", answer
 
+    def close(self) -> None:
+        pass
+
+
+class GPTCacheTarget(_GPTCache):
+    """GPTCache in this process."""
+
+    def __init__(self, data_dir: Path, upstream_url: str, min_cosine: float) -> None:
+        from gptcache import Cache
+
+        super().__init__(upstream_url)
+        folder = resolve("all-MiniLM-L6-v2-int8", models_dir(""), "mean")
+        self.embedder = Embedder(folder)
+        self.cache = Cache()
+        gptcache_side.setup_cache(self.cache, data_dir, lambda text: self.embedder.embed([text])[0],
+                                  self.embedder.dim, min_cosine, max_size=1_000_000)
+
+    def get(self, text: str) -> Any:
+        from gptcache.adapter.api import get
+
+        return get(text, cache_obj=self.cache)
+
     def put(self, text: str, answer: str) -> None:
         from gptcache.adapter.api import put
 
         put(text, answer, cache_obj=self.cache)
 
-    def close(self) -> None:
-        pass
 
-
-class GPTCacheHTTPTarget:
-    """GPTCache's HTTP server: POST /get; on a miss the upstream, then POST /put."""
+class GPTCacheHTTPTarget(_GPTCache):
+    """GPTCache's HTTP server: POST /get, POST /put."""
 
     def __init__(self, port: int, upstream_url: str) -> None:
+        super().__init__(upstream_url)
         self.port = port
-        self.upstream = _Upstream(upstream_url)
         self._local = threading.local()
 
     def _post(self, path: str, body: dict[str, str]) -> Any:
@@ -116,22 +129,14 @@ class GPTCacheHTTPTarget:
             raise RuntimeError(f"GPTCache {path}: HTTP {response.status}: {data[:200]!r}")
         return json.loads(data)
 
-    def ask(self, text: str) -> tuple[str, str]:
-        answer = self._post("/get", {"prompt": text}).get("answer")
-        if answer is not None:
-            return "hit", str(answer)
-        answer = self.upstream.answer(text)
-        self.put(text, answer)
-        return "miss", answer
+    def get(self, text: str) -> Any:
+        return self._post("/get", {"prompt": text}).get("answer")
 
     def put(self, text: str, answer: str) -> None:
         self._post("/put", {"prompt": text, "answer": answer})
 
-    def close(self) -> None:
-        pass
 
-
-def seed_gptcache(target: GPTCacheTarget | GPTCacheHTTPTarget, workload: Workload) -> None:
+def seed_gptcache(target: _GPTCache, workload: Workload) -> None:
     """Puts every seeded question with its upstream answer, without asking first: asked
     in order, a question would be served its already stored neighbour's answer (cosine
     0.9 between "reset" and "change my password ...") and not be stored, and GPTCache's

@@ -88,7 +88,8 @@ def test_lru_forgets_the_least_recently_used() -> None:
 
 def test_bench_rejects_bad_options() -> None:
     for argv, message in ((["--mix", "1,2"], "--mix"), (["--concurrency", "0"], "--concurrency"),
-                          (["--entries", "5000"], "--entries")):
+                          (["--entries", "5000"], "--entries"), (["--duration", "nan"], "--duration"),
+                          (["--target-precision", "1.5"], "--target-precision")):
         r = subprocess.run([sys.executable, "-m", "semcached", "bench", *argv], capture_output=True, text=True)
         assert r.returncode == 2 and message in r.stderr
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 
 from semcached import config as configuration
@@ -144,6 +145,8 @@ def _bench(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from semcached import validation
+    from semcached.errors import InvalidArgument
     from semcached.loadgen import MAX_ENTRIES, Workload, bench
 
     try:
@@ -156,8 +159,13 @@ def _bench(args: argparse.Namespace) -> int:
     for name, value, low in (("--duration", args.duration, 0.1), ("--concurrency", args.concurrency, 1),
                              ("--processes", args.processes, 1), ("--entries", args.entries, 1),
                              ("--rate", args.rate, 0), ("--upstream-latency-ms", args.upstream_latency_ms, 0)):
-        if value < low:
-            raise ConfigError(f"{name} must be at least {low}, got {value}")
+        if not math.isfinite(value) or value < low:
+            raise ConfigError(f"{name} must be a number of at least {low}, got {value}")
+    if args.target_precision is not None:
+        try:
+            validation.target_precision(args.target_precision)
+        except InvalidArgument as e:
+            raise ConfigError(f"--target-precision: {e.message}") from None
     if args.entries > MAX_ENTRIES:
         raise ConfigError(f"--entries must be at most {MAX_ENTRIES} (the workload's distinct questions)")
     extra = ""
@@ -165,9 +173,13 @@ def _bench(args: argparse.Namespace) -> int:
         extra += f"[cache]\ntarget_precision = {args.target_precision}\n"
     if args.no_exact_tier:
         extra += ("" if extra else "[cache]\n") + "exact_tier = false\n"
-    report = bench(Workload(args.entries, mix), duration=args.duration, concurrency=args.concurrency,
-                   processes=args.processes, rate=args.rate, upstream_latency_ms=args.upstream_latency_ms,
-                   config=extra)
+    try:
+        report = bench(Workload(args.entries, mix), duration=args.duration, concurrency=args.concurrency,
+                       processes=args.processes, rate=args.rate, upstream_latency_ms=args.upstream_latency_ms,
+                       config=extra)
+    except RuntimeError as e:  # the server did not start, or seeding failed: said by the message
+        print(f"semcached bench: {e}", file=sys.stderr)
+        return 1
     print(report["markdown"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
