@@ -385,7 +385,7 @@ class Engine:
             candidates = await self.embedder.run_sync(self._candidates, scope, vector, decision)
         if not candidates:
             return LookupResult(kind="miss")
-        if self.scorer is None:
+        if self.scorer is None:  # the nearest decides
             (entry, similarity), score = candidates[0], 0.0
             served = similarity >= decision.threshold
         elif same := _same_question(prompt, candidates):
@@ -393,7 +393,6 @@ class Engine:
             # needs no verifier, which scores identical questions only about 0.9.
             (entry, similarity), score, served = same, 1.0, True
         else:
-            candidates = candidates[:VERIFIED]
             scores = await self.scorer.scores(prompt, [entry.prompt for entry, _ in candidates], decision.threshold)
             reachable = [(s, i) for i, s in enumerate(scores) if s is not None]
             if not reachable:  # none could reach the threshold
@@ -406,10 +405,13 @@ class Engine:
         return _result("semantic", entry, similarity, score)
 
     def _candidates(self, scope: str, vector: np.ndarray, decision: Decision) -> list[tuple[_core.Entry, float]]:
-        """The nearest live entries above min_similarity, nearest first."""
+        """The nearest live entries above min_similarity, nearest first: as many as the
+        decision reads (the nearest alone without the verifier). Each is a copy of the
+        whole entry out of the store, so no more are read."""
+        wanted = 1 if self.scorer is None else VERIFIED
         candidates: list[tuple[_core.Entry, float]] = []
         for entry_id, similarity in self.indexes.search(scope, self.model_id, vector, CANDIDATES):
-            if similarity < decision.min_similarity:
+            if similarity < decision.min_similarity or len(candidates) == wanted:
                 break
             entry = self.store.get(entry_id)
             if (entry is not None and entry.model == self.model_id
