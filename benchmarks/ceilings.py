@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadtest import query, run_path, seed, start_server, stored_prompt  # noqa: E402
 
 from semcached.embed import Embedder, default_threads  # noqa: E402
-from semcached.loadgen import free_port  # noqa: E402
+from semcached.local_server import free_port  # noqa: E402
 from semcached.models import models_dir, resolve  # noqa: E402
 from semcached.v1 import semcached_pb2 as pb  # noqa: E402
 
@@ -116,28 +116,27 @@ def main() -> None:
         echo.terminate()
         echo.wait()
     with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
-        proc, target = start_server(tmp)
+        server = start_server(tmp)
         try:
-            seed(target, 0, args.entries)
+            seed(server.target, 0, args.entries)
             for c in (1, args.concurrency):
-                result[f"exact_c{c}"] = run_path(target, "exact", c, args.duration, args.entries, args.processes)
+                result[f"exact_c{c}"] = run_path(server.target, "exact", c, args.duration, args.entries,
+                                                 args.processes)
         finally:
-            proc.terminate()
-            proc.wait()
+            server.stop()
     # Measured before and after semcached's semantic runs, and averaged: the machine's
     # speed drifts over minutes, and the ratio should not depend on which came first.
     onnx = [onnx_ceiling(args.duration)]
     for name, verifier in (("semantic", "default"), ("semantic_verifier_off", "none")):
         os.environ.update(SEMCACHED_EMBEDDING_CACHE_ENTRIES="0", SEMCACHED_CACHE_VERIFIER=verifier)
         with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
-            proc, target = start_server(tmp)
+            server = start_server(tmp)
             try:
-                seed(target, 0, args.entries)
-                result[f"{name}_c{args.concurrency}"] = run_path(target, "semantic", args.concurrency,
+                seed(server.target, 0, args.entries)
+                result[f"{name}_c{args.concurrency}"] = run_path(server.target, "semantic", args.concurrency,
                                                                  args.duration, args.entries, args.processes)
             finally:
-                proc.terminate()
-                proc.wait()
+                server.stop()
     onnx.append(onnx_ceiling(args.duration))
     c = args.concurrency
     by_batch = {b: round(sum(o["embeddings_per_s_by_batch"][b] for o in onnx) / len(onnx), 1)

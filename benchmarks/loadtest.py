@@ -19,8 +19,6 @@ import multiprocessing
 import os
 import platform
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semcached.loadgen import rss_mib
+from semcached.local_server import LocalServer
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 
@@ -137,25 +135,9 @@ def seed(target: str, first: int, count: int, concurrency: int = 16) -> float:
     return time.perf_counter() - start
 
 
-def start_server(data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "SEMCACHED_SERVER_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "semcached", "serve", "--port", str(port),
-                             "--data-dir", data_dir], env=env)
-    target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(target) as channel:
-        stub = pb_grpc.SemanticCacheStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                stub.Stats(pb.StatsRequest(), timeout=1)
-                return proc, target
-            except grpc.RpcError:
-                time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not start within 60 s")
+def start_server(data_dir: str) -> LocalServer:
+    """A server with the embedded defaults, logging warnings only."""
+    return LocalServer(Path(data_dir) / "data", env={"SEMCACHED_SERVER_LOG_LEVEL": "warning"})
 
 
 def main() -> int:
@@ -173,7 +155,8 @@ def main() -> int:
         raise SystemExit("--target must be on this machine (127.0.0.1, localhost or [::1])")
 
     tmp = tempfile.TemporaryDirectory(prefix="semcached-bench-")
-    proc, target = (None, args.target) if args.target else start_server(tmp.name)
+    server = None if args.target else start_server(tmp.name)
+    target = args.target or server.target
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "platform": platform.platform()},
                               "settings": vars(args), "runs": []}
@@ -189,9 +172,9 @@ def main() -> int:
                 print(f"{path:9} {concurrency:>4} {r['throughput_rps']:>9} {r['p50_ms']:>8} "
                       f"{r['p99_ms']:>8} {r['errors']:>6}  {r['kinds']}")
         if args.bulk:
-            before = rss_mib(proc.pid) if proc else float("nan")
+            before = server.rss_mib() if server else float("nan")
             bulk_s = seed(target, args.entries, args.bulk)
-            after = rss_mib(proc.pid) if proc else float("nan")
+            after = server.rss_mib() if server else float("nan")
             report["bulk"] = {"entries": args.bulk, "seconds": round(bulk_s, 1),
                               "stores_per_s": round(args.bulk / bulk_s, 1),
                               "rss_before_mib": round(before, 1), "rss_after_mib": round(after, 1),
@@ -199,9 +182,8 @@ def main() -> int:
             print(f"stored {args.bulk} entries in {bulk_s:.1f} s ({args.bulk / bulk_s:.0f}/s); "
                   f"server RSS {before:.0f} -> {after:.0f} MiB")
     finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=30)
+        if server:
+            server.stop()
         tmp.cleanup()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from semcached.loadgen import rss_mib
+from semcached.local_server import rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 DIM = 384

@@ -39,8 +39,9 @@ import openai
 from semcached import loadgen
 from semcached.embed import Embedder
 from semcached.fake_llm import API_KEY
-from semcached.loadgen import (Server, SemcachedTarget, Workload, drive, markdown, measured, paths_markdown,
+from semcached.loadgen import (SemcachedTarget, Workload, drive, markdown, measured, paths_markdown,
                                question, run)
+from semcached.local_server import free_port
 from semcached.models import models_dir, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,10 +220,10 @@ def main() -> int:
             for system, config in (("semcached", ""), ("semcached, exact tier off", "[cache]\nexact_tier = false\n")):
                 if system.endswith("off") and "exact-off" in skip:
                     continue
-                server = Server(Path(tmp) / system.replace(" ", "").replace(",", "-"), upstream_url,
-                                config).start()
+                server = loadgen.bench_server(Path(tmp) / system.replace(" ", "").replace(",", "-"), upstream_url,
+                                              config)
                 try:
-                    make = functools.partial(SemcachedTarget, server.address)
+                    make = functools.partial(SemcachedTarget, server.target)
                     loadgen.seed(make, workload)
                     closed_runs(system, lambda c: measured(server, lambda: run(
                         make, workload, concurrency=c, duration=args.duration, processes=args.processes, seed=c)))
@@ -244,7 +245,7 @@ def main() -> int:
                 closed_runs("GPTCache in-process", in_process)
             if "gptcache-http" not in skip:
                 python = gptcache_server_venv()
-                port = loadgen.free_port()
+                port = free_port()
                 folder = resolve("all-MiniLM-L6-v2-int8", models_dir(""), "mean")
                 proc = subprocess.Popen([str(python), str(HERE / "gptcache_side.py"), str(port),
                                          str(Path(tmp) / "gptcache-http"), str(folder.path), str(args.min_cosine)])

@@ -23,8 +23,6 @@ import multiprocessing
 import os
 import random
 import re
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -37,6 +35,7 @@ import grpc
 import numpy as np
 
 from semcached.fake_llm import API_KEY
+from semcached.local_server import LocalServer
 from semcached.v1 import semcached_pb2 as pb
 from semcached.v1 import semcached_pb2_grpc as pb_grpc
 
@@ -308,79 +307,18 @@ def seed(make: Callable[[], Target], workload: Workload, concurrency: int = 32) 
 
 # -- a semcached server of its own, against a local fake upstream -----------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+UPSTREAM_KEY_ENV = "SEMCACHED_BENCH_UPSTREAM_KEY"
 
 
-def rss_mib(pid: int | str = "self") -> float:
-    """Resident memory of a process on this machine (Linux /proc), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def bench_server(data_dir: Path, upstream_url: str, config: str = "") -> LocalServer:
+    """A server whose every tier is the fake upstream at ``upstream_url``, plus ``config``."""
+    routing = (f'[providers.fake]\nkind = "openai"\nbase_url = "{upstream_url}"\napi_key_env = "{UPSTREAM_KEY_ENV}"\n'
+               '[tiers]\n' + "".join(f'{t} = ["fake/bench-model"]\n' for t in ("cheap", "standard", "hard", "code")))
+    return LocalServer(data_dir, routing + config,
+                       env={UPSTREAM_KEY_ENV: API_KEY, "SEMCACHED_SERVER_LOG_LEVEL": "warning"})
 
 
-@dataclass
-class Server:
-    """A semcached server process on 127.0.0.1 with its own data directory."""
-
-    data_dir: Path
-    upstream_url: str
-    config: str = ""
-    address: str = field(init=False, default="")
-    proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
-    _cpu_mark: float = field(init=False, default=0.0)
-
-    KEY_ENV = "SEMCACHED_BENCH_UPSTREAM_KEY"
-
-    def start(self) -> Server:
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.data_dir.parent / f"{self.data_dir.name}.toml"
-        config.write_text(
-            f'[providers.fake]\nkind = "openai"\nbase_url = "{self.upstream_url}"\napi_key_env = "{self.KEY_ENV}"\n'
-            '[tiers]\n' + "".join(f'{t} = ["fake/bench-model"]\n' for t in ("cheap", "standard", "hard", "code"))
-            + self.config)
-        env = {**os.environ, self.KEY_ENV: API_KEY, "SEMCACHED_SERVER_LOG_LEVEL": "warning"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "semcached", "serve", "--port", str(port),
-                                      "--data-dir", str(self.data_dir), "--config", str(config)], env=env)
-        deadline = time.monotonic() + 90
-        with grpc.insecure_channel(self.address) as channel:
-            stub = pb_grpc.SemanticCacheStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the semcached server exited with status {self.proc.returncode}")
-                try:
-                    stub.Stats(pb.StatsRequest(), timeout=1)
-                    return self
-                except grpc.RpcError:
-                    time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the semcached server did not start within 90 s")
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields_ = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        return rss_mib(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def measured(server: Server, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def measured(server: LocalServer, load: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``load``'s result with the server's CPU (cores busy on average) and memory added."""
     cpu, start = server.cpu_seconds(), time.perf_counter()
     result = load()
@@ -426,9 +364,9 @@ def bench(workload: Workload, *, duration: float, concurrency: int, processes: i
         "workload": {"entries": workload.entries, "mix": dict(zip(PATHS, workload.mix)), "zipf": workload.zipf,
                      "upstream_latency_ms": upstream_latency_ms}, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="semcached-bench-") as tmp:
-        server = Server(Path(tmp) / "data", upstream.base_url, config).start()
+        server = bench_server(Path(tmp) / "data", upstream.base_url, config)
         try:
-            make = functools.partial(SemcachedTarget, server.address)
+            make = functools.partial(SemcachedTarget, server.target)
             report["seed_s"] = round(seed(make, workload), 2)
             log(f"seeded {workload.entries} questions in {report['seed_s']} s")
             report["runs"]["closed"] = measured(server, lambda: run(
