@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from semcached.batching import LRU, Batcher, Workers
@@ -108,3 +109,36 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert closed["by_path"]["miss"]["kinds"] == {"miss": closed["by_path"]["miss"]["requests"]}
     assert 0 < closed["server_cpu_cores"] and closed["server_rss_mib"] > 0
     assert "| closed |" in r.stdout
+
+
+def test_a_burst_of_one_new_text_is_embedded_once() -> None:
+    from semcached.config import Config
+    from semcached.embed import BatchingEmbedder, Embedder
+    from semcached.models import default_models_dir, resolve
+
+    class Counting(Embedder):  # the real model, counting what it is given
+        texts: list[str] = []
+
+        def embed_checked(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+            self.texts.extend(texts)
+            return super().embed_checked(texts)
+
+    embedder = Counting(resolve(Config().embedding.model, default_models_dir(), "mean"))
+    embedder.texts.clear()  # the dimension probe
+
+    async def go() -> None:
+        batching = BatchingEmbedder(embedder, threads=1, cache_entries=0)  # no cache: only the de-duplication
+        try:
+            first = asyncio.ensure_future(batching.embed("How do I reset my password?"))
+            followers = [asyncio.ensure_future(batching.embed("How do I reset my password?")) for _ in range(5)]
+            await asyncio.sleep(0)
+            followers[0].cancel()  # a follower that goes away does not disturb the others
+            vectors = [await first] + [await f for f in followers[1:]]
+            assert embedder.texts == ["How do I reset my password?"]
+            assert all(v is vectors[0] for v in vectors)
+            await batching.embed("How do I reset my password?")  # done and not cached: embedded again
+            assert len(embedder.texts) == 2
+        finally:
+            batching.close()
+
+    asyncio.run(go())

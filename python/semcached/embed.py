@@ -110,6 +110,7 @@ class BatchingEmbedder:
         self._workers = Workers(threads, "embed")
         self._batcher: Batcher[str, tuple[np.ndarray, bool]] = Batcher(self._workers, self._embed)
         self.cache: LRU[str, Embedding] = LRU(cache_entries)
+        self._pending: dict[str, asyncio.Future[Embedding]] = {}  # texts being embedded
 
     @property
     def model_id(self) -> str:
@@ -128,13 +129,29 @@ class BatchingEmbedder:
         return Batcher(self._workers, run)
 
     async def embed(self, text: str) -> Embedding:
+        """Concurrent requests for the same text share one embedding: a burst of the same
+        new question is embedded once, not once per request."""
         cached = self.cache.get(text)
         if cached is not None:
             return cached
+        task = self._pending.get(text)
+        if task is None:
+            task = asyncio.ensure_future(self._embed_new(text))
+            self._pending[text] = task
+            task.add_done_callback(lambda done: self._settled(text, done))
+        # Shielded: a caller that goes away (a cancelled RPC) must not cancel the others'.
+        return await asyncio.shield(task)
+
+    async def _embed_new(self, text: str) -> Embedding:
         [(vector, whole)] = await self._batcher.submit([text])
         embedding = Embedding(vector, whole)
         self.cache.put(text, embedding)
         return embedding
+
+    def _settled(self, text: str, task: asyncio.Future[Embedding]) -> None:
+        self._pending.pop(text, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, in case every caller went away
 
     def _embed(self, texts: list[str]) -> list[tuple[np.ndarray, bool]]:
         vectors, whole = self.embedder.embed_checked(texts)
