@@ -177,6 +177,7 @@ def test_metrics_are_scraped_over_http(finops_server: ServerProcess) -> None:
     assert 'semcached_latency_seconds_count{stage="embedding"}' in text
     assert 'semcached_feedback_total{correct="true"} 1.0' in text
     assert "semcached_entries 3.0" in text
+    assert 'semcached_embedding_cache_total{result="miss"}' in text
 
 
 def test_budgets_reject_and_downgrade_under_concurrent_load(finops_server: ServerProcess) -> None:

@@ -114,6 +114,12 @@ def test_stats_count_hits_misses_and_entries(client: Client, namespace: str) -> 
     assert 384 * 4 < after.namespaces[namespace].bytes < 4096
     assert after.bytes >= after.namespaces[namespace].bytes and after.max_bytes == 2 * 1024**3
     assert after.embedding_model == client.store("q2", "a2").embedding_model
+    assert after.embedding_cache_misses > before.embedding_cache_misses
+    again = client.stats()
+    client.lookup(PARAPHRASE, target_precision=0.0)  # its embedding is remembered
+    last = client.stats()
+    assert (last.embedding_cache_hits - again.embedding_cache_hits,
+            last.embedding_cache_misses - again.embedding_cache_misses) == (1, 0)
 
 
 def test_feedback_over_the_wire(client: Client, namespace: str) -> None:

@@ -198,7 +198,8 @@ def _stats(r: pb.StatsResponse) -> Stats:
         namespaces={k: NamespaceStats(v.entries, v.bytes, v.target_precision, v.expected_recall,
                                       v.feedback_right, v.feedback_wrong)
                     for k, v in r.namespaces.items()},
-        feedback_right=r.feedback_right, feedback_wrong=r.feedback_wrong, verifier=r.verifier)
+        feedback_right=r.feedback_right, feedback_wrong=r.feedback_wrong, verifier=r.verifier,
+        embedding_cache_hits=r.embedding_cache_hits, embedding_cache_misses=r.embedding_cache_misses)
 
 
 def _error(e: grpc.RpcError) -> SemcachedError:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -23,6 +23,21 @@ class _StoreGauges(Collector):
         entries, size = self._read()
         yield GaugeMetricFamily("semcached_entries", "entries in the cache", value=entries)
         yield GaugeMetricFamily("semcached_bytes", "bytes accounted to cache entries", value=size)
+
+
+class _EmbeddingCache(Collector):
+    """The embedding cache's counters, read when scraped."""
+
+    def __init__(self, read: Callable[[], tuple[int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        hits, misses = self._read()
+        family = CounterMetricFamily("semcached_embedding_cache", "questions whose embedding was remembered "
+                                     "(hit) or had to be computed (miss)", labels=["result"])
+        family.add_metric(["hit"], hits)
+        family.add_metric(["miss"], misses)
+        yield family
 
 
 class Metrics:
@@ -41,6 +56,10 @@ class Metrics:
                                registry=r)
         self.feedback = Counter("semcached_feedback", "feedback on served hits", ["correct"], registry=r)
         r.register(_StoreGauges(store))
+
+    def watch_embedding_cache(self, read: Callable[[], tuple[int, int]]) -> None:
+        """``read``: the embedding cache's (hits, misses)."""
+        self.registry.register(_EmbeddingCache(read))
 
     def model(self, name: str) -> str:
         """A bounded label for a model name: a configured "<provider>/<model>", also when

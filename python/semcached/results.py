@@ -112,3 +112,5 @@ class Stats:
     feedback_right: int = 0
     feedback_wrong: int = 0
     verifier: str = ""  # the verifier's model id, or "none"
+    embedding_cache_hits: int = 0
+    embedding_cache_misses: int = 0

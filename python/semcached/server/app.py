@@ -73,6 +73,8 @@ async def serve(config: Config) -> None:
     engine.start()
     if accounting.metrics is not None:
         engine.embedder.observe = accounting.metrics.latency.labels("embedding").observe
+        cache = engine.embedder.cache
+        accounting.metrics.watch_embedding_cache(lambda: (cache.hits, cache.misses))
         try:
             accounting.metrics.serve(config.server.host, config.server.metrics_port)
         except OSError as e:

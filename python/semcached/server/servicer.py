@@ -225,6 +225,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
                                              feedback_wrong=v.feedback_wrong)
                         for k, v in s.namespaces.items()},
             feedback_right=s.feedback_right, feedback_wrong=s.feedback_wrong, verifier=s.verifier,
+            embedding_cache_hits=s.embedding_cache_hits, embedding_cache_misses=s.embedding_cache_misses,
         )
 
     @_statuses

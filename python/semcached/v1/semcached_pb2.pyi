@@ -299,7 +299,7 @@ class NamespaceStats(_message.Message):
     def __init__(self, entries: _Optional[int] = ..., bytes: _Optional[int] = ..., target_precision: _Optional[float] = ..., expected_recall: _Optional[float] = ..., feedback_right: _Optional[int] = ..., feedback_wrong: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("entries", "max_entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "invalidations", "upstream_calls", "upstream_errors", "embedding_model", "namespaces", "bytes", "max_bytes", "feedback_right", "feedback_wrong", "verifier")
+    __slots__ = ("entries", "max_entries", "exact_hits", "semantic_hits", "misses", "stores", "evictions", "expirations", "invalidations", "upstream_calls", "upstream_errors", "embedding_model", "namespaces", "bytes", "max_bytes", "feedback_right", "feedback_wrong", "verifier", "embedding_cache_hits", "embedding_cache_misses")
     class NamespacesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +325,8 @@ class StatsResponse(_message.Message):
     FEEDBACK_RIGHT_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_WRONG_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
     entries: int
     max_entries: int
     exact_hits: int
@@ -343,4 +345,6 @@ class StatsResponse(_message.Message):
     feedback_right: int
     feedback_wrong: int
     verifier: str
-    def __init__(self, entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., invalidations: _Optional[int] = ..., upstream_calls: _Optional[int] = ..., upstream_errors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., namespaces: _Optional[_Mapping[str, NamespaceStats]] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., feedback_right: _Optional[int] = ..., feedback_wrong: _Optional[int] = ..., verifier: _Optional[str] = ...) -> None: ...
+    embedding_cache_hits: int
+    embedding_cache_misses: int
+    def __init__(self, entries: _Optional[int] = ..., max_entries: _Optional[int] = ..., exact_hits: _Optional[int] = ..., semantic_hits: _Optional[int] = ..., misses: _Optional[int] = ..., stores: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., invalidations: _Optional[int] = ..., upstream_calls: _Optional[int] = ..., upstream_errors: _Optional[int] = ..., embedding_model: _Optional[str] = ..., namespaces: _Optional[_Mapping[str, NamespaceStats]] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., feedback_right: _Optional[int] = ..., feedback_wrong: _Optional[int] = ..., verifier: _Optional[str] = ..., embedding_cache_hits: _Optional[int] = ..., embedding_cache_misses: _Optional[int] = ...) -> None: ...
