@@ -21,21 +21,30 @@ def normal(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def split(rows: list[dict[str, object]], fraction: float, seed: int) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    parent: dict[str, str] = {}
+class Components:
+    """Union-find over normalized question texts."""
 
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
+    def __init__(self) -> None:
+        self._parent: dict[str, str] = {}
+
+    def find(self, text: str) -> str:
+        x = normal(text)
+        while self._parent.setdefault(x, x) != x:
+            self._parent[x] = self._parent[self._parent[x]]  # path halving
+            x = self._parent[x]
         return x
 
+    def union(self, a: str, b: str) -> None:
+        self._parent[self.find(a)] = self.find(b)
+
+
+def split(rows: list[dict[str, object]], fraction: float, seed: int) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    linked = Components()
     for row in rows:
-        a, b = find(normal(str(row["a"]))), find(normal(str(row["b"])))
-        parent[a] = b
+        linked.union(str(row["a"]), str(row["b"]))
     components: dict[str, list[dict[str, object]]] = {}
     for row in rows:
-        components.setdefault(find(normal(str(row["a"]))), []).append(row)
+        components.setdefault(linked.find(str(row["a"])), []).append(row)
     groups = list(components.values())
     random.Random(seed).shuffle(groups)
     first: list[dict[str, object]] = []

@@ -114,7 +114,7 @@ def test_corrupt_snapshot_is_refused_with_exit_2(tmp_path: Path, fake_llm: FakeL
     data = bytearray(snapshot.read_bytes())
     data[-10] ^= 0xFF
     snapshot.write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="exited 2"):
+    with pytest.raises(RuntimeError, match="exited with status 2"):
         restart(server, tmp_path / "b", fake_llm.base_url)
     assert "snapshot.bin is corrupt" in (tmp_path / "b" / "server.log").read_text()
 

@@ -12,7 +12,9 @@ import pytest
 from semcached import config as configuration
 from semcached.engine import Engine
 from semcached.errors import InvalidArgument, NotFound
-from semcached.verifier import Calibration, Point, curve
+from semcached.embed import Embedder
+from semcached.models import default_models_dir, resolve
+from semcached.verifier import Calibration, Point, Verifier, curve
 
 # Cosine 0.995 apart, opposite questions: a threshold cannot separate them.
 NEAR_MISS_CACHED = "How do I convert Celsius to Fahrenheit?"
@@ -177,9 +179,18 @@ def test_with_the_exact_tier_off_a_repeated_question_is_served_without_the_verif
     run_engine(engine_config, body)
 
 
+def priors_of(verifier: Verifier, asked: str, cached: list[str]) -> list[float]:
+    """What the engine passes the scorer: each pair's prior from the shipped combiner."""
+    assert verifier.combiner is not None
+    embedder = Embedder(resolve(configuration.Config().embedding.model, default_models_dir(), "mean"))
+    vectors = embedder.embed([asked, *cached])
+    return [verifier.combiner.prior(asked, c, float(vectors[0] @ vectors[i]), vectors[0], vectors[i])
+            for i, c in enumerate(cached, 1)]
+
+
 def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() -> None:
     from semcached.batching import Batcher, Workers
-    from semcached.verifier import BUILTIN, Scorer, Verifier
+    from semcached.verifier import BUILTIN, Scorer
 
     verifier = Verifier(BUILTIN)
     runs: list[list[tuple[str, str]]] = []
@@ -194,14 +205,15 @@ def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() 
             scorer = Scorer(verifier, Batcher(workers, run), cache_entries=100)
             asked = "How do I bake sourdough bread at home?"
             cached = ["How can I bake sourdough bread at home?", "What is the capital city of France?"]
-            strict = await scorer.scores(asked, cached, 0.9)
+            priors = priors_of(verifier, asked, cached)
+            strict = await scorer.scores(asked, cached, priors, 0.9)
             assert strict[0] is not None and strict[1] is None  # France cannot reach 0.9
             assert runs == [[(asked, c) for c in cached], [(cached[0], asked)]]
             # Not to the last digit: the int8 model quantizes activations per batch, padding
             # included, so a pair's score moves by a few thousandths with its batch-mates.
-            assert strict[0] == pytest.approx(float(verifier.scores(asked, cached)[0]), abs=0.01)
+            assert strict[0] == pytest.approx(float(verifier.scores(asked, cached, priors)[0]), abs=0.01)
             runs.clear()
-            everything = await scorer.scores(asked, cached, 0.0)  # remembered pairs run nothing
+            everything = await scorer.scores(asked, cached, priors, 0.0)  # remembered pairs run nothing
             assert runs == [[(cached[1], asked)]] and everything[0] == strict[0] and everything[1] is not None
         finally:
             workers.close()

@@ -129,6 +129,11 @@ class Engine:
             log.warning("the hit calibration was measured with %s, not %s: target_precision is "
                         "approximate until you recalibrate (semcached eval-quality --calibrate)",
                         calibration.embedding_model, embedder.model_id)
+        if verifier and verifier.combiner and verifier.combiner.embedding_model != embedder.model_id:
+            log.warning("the verifier's combiner was fitted on %s vectors, not %s: it is not used "
+                        "(the verifier's two orders are averaged instead)",
+                        verifier.combiner.embedding_model, embedder.model_id)
+            verifier.combiner = None
         _warn_unreachable(config, calibration, "verifier" if verifier else "cosine")
         engine = cls(config, store, BatchingEmbedder(embedder, threads, config.embedding.cache_entries), verifier, calibration)
         engine._recover()
@@ -261,6 +266,7 @@ class Engine:
             feedback_right=sum(right for right, _ in self.feedback.counts.values()),
             feedback_wrong=sum(wrong for _, wrong in self.feedback.counts.values()),
             verifier=self.verifier.model_id if self.verifier else "none",
+            embedding_cache_hits=self.embedder.cache.hits, embedding_cache_misses=self.embedder.cache.misses,
         )
 
     def _namespace_stats(self, name: str, entries: int, size: int) -> NamespaceStats:
@@ -393,7 +399,8 @@ class Engine:
             # needs no verifier, which scores identical questions only about 0.9.
             (entry, similarity), score, served = same, 1.0, True
         else:
-            scores = await self.scorer.scores(prompt, [entry.prompt for entry, _ in candidates], decision.threshold)
+            scores = await self.scorer.scores(prompt, [entry.prompt for entry, _ in candidates],
+                                              self._priors(prompt, vector, candidates), decision.threshold)
             reachable = [(s, i) for i, s in enumerate(scores) if s is not None]
             if not reachable:  # none could reach the threshold
                 return LookupResult(kind="miss")
@@ -403,6 +410,21 @@ class Engine:
         if not served or self.store.get(entry.id, count_hit=True) is None:
             return LookupResult(kind="miss")
         return _result("semantic", entry, similarity, score)
+
+    def _priors(self, prompt: str, vector: np.ndarray, candidates: list[tuple[_core.Entry, float]]) -> list[float]:
+        """Each candidate's ``Combiner.prior`` (what the verifier's score weighs besides the
+        cross-encoder): microseconds, on the loop."""
+        combiner = self.verifier.combiner if self.verifier else None
+        if combiner is None:
+            return [0.0] * len(candidates)
+        priors = []
+        for entry, similarity in candidates:
+            stored = self.store.vector(entry.id)
+            # None: removed since it was read, and then never served (the store is read
+            # again before serving), so any vector does.
+            cached = vector if stored is None else np.asarray(stored, dtype=np.float32)
+            priors.append(combiner.prior(prompt, entry.prompt, similarity, vector, cached))
+        return priors
 
     def _candidates(self, scope: str, vector: np.ndarray, decision: Decision) -> list[tuple[_core.Entry, float]]:
         """The nearest live entries above min_similarity, nearest first: as many as the

@@ -206,7 +206,7 @@ async def latency_ms(engine: Engine, lookups: list[tuple[str, str]]) -> dict[str
         if engine.verifier is not None and r.hit:
             for n in (1, VERIFIED):
                 start = time.perf_counter()
-                engine.verifier.scores(prompt, [r.matched_prompt] * n)
+                engine.verifier.scores(prompt, [r.matched_prompt] * n, [0.0] * n)  # priors: microseconds
                 out[f"verifier_{n}"].append((time.perf_counter() - start) * 1000)
     return {k: sorted(v) for k, v in out.items() if v}
 
