@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from semcached.fake_llm import ANTHROPIC_KEY, API_KEY, FakeLLM
-from semcached.local_server import LocalServer, free_port  # noqa: F401 (tests import it from here)
+from semcached.local_server import LocalServer
 from semcached import Client
 
 _names = itertools.count()

@@ -188,7 +188,7 @@ def test_truncated_answers_are_not_cached(client: Client, fake_llm: FakeLLM, nam
 
 
 def test_provider_connection_failure_is_unavailable(tmp_path, namespace: str) -> None:  # type: ignore[no-untyped-def]
-    from conftest import free_port
+    from semcached.local_server import free_port
     dead = f"http://127.0.0.1:{free_port()}/v1"
     proc = ServerProcess(tmp_path, dead)
     try:

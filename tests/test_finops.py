@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess
+from semcached.local_server import free_port
 from semcached.fake_llm import FakeLLM
 from semcached import AsyncClient, Client, SemcachedError
 from semcached.budgets import Budgets, Who

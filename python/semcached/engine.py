@@ -8,13 +8,11 @@ counts what happened.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,19 +22,17 @@ from semcached import _core, validation
 from semcached import verifier as verification
 from semcached.config import Config, ConfigError, data_dir
 from semcached.embed import BatchingEmbedder, Embedder, Embedding, default_threads
-from semcached.errors import InvalidArgument, NotFound, SemcachedError, Unavailable
+from semcached.errors import InvalidArgument, NotFound, Unavailable
 from semcached.feedback import Feedback
 from semcached.index import Indexes
 from semcached.models import models_dir, resolve
 from semcached.verifier import Calibration, Scorer, Verifier
 from semcached.results import (
-    CompletionResult,
     FeedbackResult,
     LookupResult,
     NamespaceStats,
     Stats,
     StoreResult,
-    Usage,
 )
 
 log = logging.getLogger("semcached.engine")
