@@ -154,10 +154,11 @@ def test_cancelling_a_stream_cancels_upstream_and_stores_nothing(
         server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
     q = f"Drip slowly please, word by word by word by word [drip=0.2] ({namespace})"
     before = fake_llm.disconnects
+    user = f"leaver-{namespace}"
 
     async def run() -> None:
         async with AsyncClient(server.target, namespace=namespace) as c:
-            stream = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
+            stream = c.complete_stream(ask(q), model="fake/gpt-4o-mini", user=user)
             first = await stream.__anext__()
             assert isinstance(first, str)
             await stream.aclose()  # the client goes away mid-stream
@@ -169,6 +170,11 @@ def test_cancelling_a_stream_cancels_upstream_and_stores_nothing(
     assert fake_llm.disconnects == before + 1  # the upstream connection was closed
     with Client(server.target, namespace=namespace) as c:
         assert not c.lookup(q).hit
+        # What the provider generated before the client left is billed: it is spent.
+        deadline = time.monotonic() + 5
+        while not (rows := [r for r in c.report("user").rows if r.key == user]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert rows and rows[0].misses == 1 and rows[0].spend_usd > 0
 
 
 def test_breaker_opens_cools_down_and_half_opens() -> None:

@@ -125,6 +125,19 @@ class Accounting:
         self._row(ctx, model, result.metadata.get("tier", ""), result.kind, result.similarity,
                   0, 0, False, 0.0, avoided, 0, "lookup")
 
+    def cut_short(self, ctx: Context, model: str, tier: str, request: Request, text: str, attempts: int,
+                  reservation: Reservation | None) -> None:
+        """Records a stream that stopped before its end (the client went away, or the
+        upstream failed mid-answer): the provider bills the prompt and what it generated.
+        Its usage comes only with the last chunk, so both are estimated from the texts."""
+        prompt = sum(estimate_tokens(c) for _, c in request.messages)
+        completion = estimate_tokens(text)
+        price = self.prices.price(model)
+        cost = price.cost(prompt, completion) if price else None
+        if reservation is not None:
+            self.budgets.settle(reservation, cost or 0.0)
+        self._row(ctx, model, tier, "miss", 0.0, prompt, completion, True, cost, None, attempts, "complete")
+
     def failed(self, reservation: Reservation | None) -> None:
         if reservation is not None:
             self.budgets.settle(reservation, 0.0)

@@ -202,7 +202,10 @@ class Completions:
             settled = True
             yield result
         finally:
-            if not settled:
+            if not settled and parts:  # the provider bills what it generated before the end
+                self.accounting.cut_short(ctx, answered_by or route.targets[0].name, route.tier,
+                                          plan.request, "".join(parts), attempts, reservation)
+            elif not settled:
                 self.accounting.failed(reservation)
 
     # -- internals --------------------------------------------------------------------
