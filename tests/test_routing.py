@@ -169,12 +169,57 @@ def test_cancelling_a_stream_cancels_upstream_and_stores_nothing(
         time.sleep(0.1)
     assert fake_llm.disconnects == before + 1  # the upstream connection was closed
     with Client(server.target, namespace=namespace) as c:
-        assert not c.lookup(q).hit
+        # Nothing was stored (a Lookup without the model would look in another partition).
+        assert c.complete(ask(q), model="fake/gpt-4o-mini").kind == "miss"
         # What the provider generated before the client left is billed: it is spent.
         deadline = time.monotonic() + 5
         while not (rows := [r for r in c.report("user").rows if r.key == user]) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert rows and rows[0].misses == 1 and rows[0].spend_usd > 0
+
+
+def test_identical_streams_in_flight_share_one_upstream_call(
+        server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
+    q = f"Drip for everyone, word by word by word [drip=0.05] ({namespace})"
+    expected = f"answer to: {q} [gpt-4o-mini]"
+
+    async def run() -> None:
+        async with AsyncClient(server.target, namespace=namespace) as c:
+            async def stream(wait: float) -> list[str | CompletionResult]:
+                await asyncio.sleep(wait)
+                return [p async for p in c.complete_stream(ask(q), model="fake/gpt-4o-mini")]
+
+            async def complete() -> CompletionResult:
+                await asyncio.sleep(0.2)
+                return await c.complete(ask(q), model="fake/gpt-4o-mini")
+
+            first, second, plain = await asyncio.gather(stream(0), stream(0.2), complete())
+            for pieces in (first, second):  # a follower gets the pieces so far, then the rest
+                text, done = collect(pieces)
+                assert (text, done.text, done.kind) == (expected, expected, "miss")
+            assert plain.text == expected
+
+    asyncio.run(run())
+    assert fake_llm.calls[q] == 1
+
+
+def test_a_followed_stream_goes_on_when_its_starter_leaves(
+        server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
+    q = f"Drip on after I leave, word by word by word [drip=0.05] ({namespace})"
+
+    async def run() -> None:
+        async with AsyncClient(server.target, namespace=namespace) as c:
+            starter = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
+            assert isinstance(await starter.__anext__(), str)
+            follower = asyncio.ensure_future(c.complete(ask(q), model="fake/gpt-4o-mini"))
+            await asyncio.sleep(0.2)
+            await starter.aclose()  # the one that started the call goes away
+            assert (await follower).text == f"answer to: {q} [gpt-4o-mini]"
+
+    asyncio.run(run())
+    with Client(server.target, namespace=namespace) as c:
+        assert c.complete(ask(q), model="fake/gpt-4o-mini").kind == "exact"  # the whole answer was stored
+    assert fake_llm.calls[q] == 1
 
 
 def test_breaker_opens_cools_down_and_half_opens() -> None:

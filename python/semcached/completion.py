@@ -16,9 +16,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,7 @@ class Completions:
         self.router = router
         self.accounting = accounting
         self._inflight: dict[tuple[str, str], asyncio.Task[Answer]] = {}
+        self._feeds: dict[tuple[str, str], _Feed] = {}  # of the in-flight calls that stream
 
     @classmethod
     def build(cls, engine: Engine, accounting: Accounting) -> Completions:
@@ -119,6 +121,8 @@ class Completions:
         try:
             if shared:  # another request is already paying for this answer
                 task = self._inflight[key]
+                if (feed := self._feeds.get(key)) is not None:
+                    feed.followers += 1  # a stream it follows goes on if its starter leaves
             else:
                 asked = self._route(plan, embedding)
                 route, reservation = self.accounting.admit(self.router, asked, plan.request, who, plan.question)
@@ -129,7 +133,7 @@ class Completions:
                 else:
                     # The shared call outlives any one caller's deadline (bounded by the
                     # provider timeouts and attempts): its answer is cached for the next.
-                    task = self._single_flight(key, plan, route, embedding)
+                    task = self._single_flight(key, self._fill(plan, route, embedding))
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 answer = await asyncio.wait_for(asyncio.shield(task), remaining)
@@ -161,8 +165,10 @@ class Completions:
                      controls: CacheControls = CacheControls(), who: Who = Who(),
                      deadline: float | None = None) -> AsyncIterator[str | CompletionResult]:
         """Text pieces as they come, then the CompletionResult. A hit is replayed in
-        pieces; only a complete, successful stream is stored. Closing the iterator (the
-        client went away) closes the upstream stream."""
+        pieces; only a complete, successful stream is stored. Identical misses in flight
+        share one upstream call, streamed or not: a stream that joins one gets the pieces
+        so far, then the rest as they come. Closing the iterator (the client went away)
+        closes the upstream stream, unless another request is following it."""
         started = time.perf_counter()
         plan = self._plan(namespace, request, model, tier, controls)
         ctx = Context(plan.namespace, who, started)
@@ -174,39 +180,72 @@ class Completions:
             self.accounting.completed(ctx, result, plan.request, hit.metadata, None, shared=False)
             yield result
             return
+        key = (plan.scope, _core.normalize(plan.question))
+        task = self._inflight.get(key) if plan.write else None
+        if task is not None:  # another request is already paying for this answer
+            feed = self._feeds.get(key)
+            if feed is not None:
+                feed.followers += 1
+            async for piece in _follow(feed, task):
+                yield piece
+            result = _from_answer(task.result())
+            self.accounting.completed(ctx, result, plan.request, {}, None, shared=True)
+            yield result
+            return
         asked = self._route(plan, embedding)
         route, reservation = self.accounting.admit(self.router, asked, plan.request, who, plan.question)
-        generation = self.engine.generation(plan.namespace)
-        parts: list[str] = []
-        answered_by, attempts, finish, usage = "", 0, "", Usage()
-        settled = False
+        if route is not asked:  # downgraded by a budget: not the answer this key stands for
+            plan = dataclasses.replace(plan, write=False)
+        feed = _Feed()
+        fill = self._fill_stream(plan, route, embedding, feed, deadline)
+        if plan.write:
+            task = self._single_flight(key, fill)
+            self._feeds[key] = feed
+            task.add_done_callback(lambda _: self._feeds.pop(key, None))
+        else:
+            task = asyncio.get_running_loop().create_task(fill)
+        # This request pays, whether it follows the call to its end or not.
+        task.add_done_callback(functools.partial(self._account_stream, ctx, plan.request, reservation, feed))
+        task.add_done_callback(lambda _: feed.wake())  # followers see the end (or the error)
         try:
-            try:
-                async for delta in self.router.stream(route, plan.request, deadline):
-                    answered_by = delta.model or answered_by
-                    attempts = delta.attempts or attempts
-                    if delta.text:
-                        parts.append(delta.text)
-                        yield delta.text
-                    if delta.finish_reason:
-                        finish, usage = delta.finish_reason, delta.usage
-            except BaseException as e:
-                self._upstream(route.targets[0].name, error=isinstance(e, SemcachedError))
-                raise
-            self._upstream(answered_by, error=False)
-            answer = Answer("".join(parts), answered_by, usage, finish, attempts, route.tier, route.reason)
-            if plan.write and route is asked and _worth_keeping(answer):
-                await self._store(plan, answer, embedding, generation)
-            result = _from_answer(answer)
-            self.accounting.completed(ctx, result, plan.request, {}, reservation, shared=False)
-            settled = True
-            yield result
+            async for piece in _follow(feed, task):
+                yield piece
         finally:
-            if not settled and parts:  # the provider bills what it generated before the end
-                self.accounting.cut_short(ctx, answered_by or route.targets[0].name, route.tier,
-                                          plan.request, "".join(parts), attempts, reservation)
-            elif not settled:
-                self.accounting.failed(reservation)
+            if not task.done() and not feed.followers:
+                task.cancel()  # nobody else follows it: close the upstream stream
+        yield _from_answer(task.result())
+
+    def _account_stream(self, ctx: Context, request: Request, reservation: Reservation | None, feed: _Feed,
+                        task: asyncio.Task[Answer]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.accounting.completed(ctx, _from_answer(task.result()), request, {}, reservation, shared=False)
+        elif feed.texts:  # cut short: the provider bills what it generated before the end
+            self.accounting.cut_short(ctx, feed.model, feed.tier, request, "".join(feed.texts),
+                                      feed.attempts, reservation)
+        else:
+            self.accounting.failed(reservation)
+
+    async def _fill_stream(self, plan: _Plan, route: Route, embedding: Embedding, feed: _Feed,
+                           deadline: float | None) -> Answer:
+        generation = self.engine.generation(plan.namespace)
+        finish, usage = "", Usage()
+        feed.model, feed.tier = route.targets[0].name, route.tier
+        try:
+            async for delta in self.router.stream(route, plan.request, deadline):
+                feed.model = delta.model or feed.model
+                feed.attempts = delta.attempts or feed.attempts
+                if delta.finish_reason:
+                    finish, usage = delta.finish_reason, delta.usage
+                if delta.text:
+                    feed.push(delta.text)
+        except BaseException as e:
+            self._upstream(route.targets[0].name, error=isinstance(e, SemcachedError))
+            raise
+        self._upstream(feed.model, error=False)
+        answer = Answer("".join(feed.texts), feed.model, usage, finish, feed.attempts, route.tier, route.reason)
+        if plan.write and _worth_keeping(answer):
+            await self._store(plan, answer, embedding, generation)
+        return answer
 
     # -- internals --------------------------------------------------------------------
 
@@ -242,11 +281,10 @@ class Completions:
         log.info("miss in %s: %s (%s)", plan.namespace, route.tier or route.targets[0].name, route.reason)
         return route
 
-    def _single_flight(self, key: tuple[str, str], plan: _Plan, route: Route,
-                       embedding: Embedding) -> asyncio.Task[Answer]:
+    def _single_flight(self, key: tuple[str, str], fill: Coroutine[Any, Any, Answer]) -> asyncio.Task[Answer]:
         """One upstream call (and one store) per distinct in-flight miss. It runs in a
         task of its own, so a caller that goes away does not fail the others waiting."""
-        task = asyncio.get_running_loop().create_task(self._fill(plan, route, embedding))
+        task = asyncio.get_running_loop().create_task(fill)
         self._inflight[key] = task
         # Leaves the map only once the answer is stored, so a request arriving in
         # between finds the entry or the task, never neither.
@@ -288,6 +326,45 @@ class Completions:
         except SemcachedError as e:
             # The answer was paid for: return it even when caching it failed.
             log.error("could not cache an answer in %s: %s", plan.namespace, e)
+
+
+class _Feed:
+    """The text of one upstream stream so far, for every request that follows it."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.model, self.tier, self.attempts = "", "", 0
+        self.followers = 0  # requests that joined after the one that started it
+        self._changed = asyncio.Event()
+
+    def push(self, text: str) -> None:
+        self.texts.append(text)
+        self.wake()
+
+    def wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+
+async def _follow(feed: _Feed | None, task: asyncio.Task[Answer]) -> AsyncIterator[str]:
+    """The pieces of an in-flight call: as they come from a stream, or in one go from a
+    call that does not stream. Ends when the call has ended; its error is raised here."""
+    if feed is not None:
+        sent = 0
+        while True:
+            while sent < len(feed.texts):
+                sent += 1
+                yield feed.texts[sent - 1]
+            if task.done():
+                break
+            await feed.changed()
+    answer = await asyncio.shield(task)
+    if feed is None:
+        for start in range(0, len(answer.text), REPLAY_PIECE):
+            yield answer.text[start:start + REPLAY_PIECE]
 
 
 def _worth_keeping(answer: Answer) -> bool:
