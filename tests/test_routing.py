@@ -222,6 +222,29 @@ def test_a_followed_stream_goes_on_when_its_starter_leaves(
     assert fake_llm.calls[q] == 1
 
 
+def test_a_shared_stream_closes_upstream_when_its_last_follower_leaves(
+        server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
+    q = f"Drip until we both leave, word by word by word by word [drip=0.2] ({namespace})"
+    before = fake_llm.disconnects
+
+    async def run() -> None:
+        async with AsyncClient(server.target, namespace=namespace) as c:
+            starter = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
+            assert isinstance(await starter.__anext__(), str)
+            follower = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
+            assert isinstance(await follower.__anext__(), str)  # the piece so far
+            await starter.aclose()
+            await asyncio.sleep(0.3)
+            assert fake_llm.disconnects == before  # one still follows it
+            await follower.aclose()
+
+    asyncio.run(run())
+    deadline = time.monotonic() + 5
+    while fake_llm.disconnects == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fake_llm.disconnects == before + 1 and fake_llm.calls[q] == 1
+
+
 def test_breaker_opens_cools_down_and_half_opens() -> None:
     now = [0.0]
     b = Breaker(failures=2, cooldown=10, clock=lambda: now[0])

@@ -10,13 +10,14 @@ under another system prompt, model, conversation, tool set or namespace is a mis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,10 @@ class Completions:
         shared = plan.write and key in self._inflight
         reservation = None
         try:
+            feed = None
             if shared:  # another request is already paying for this answer
                 task = self._inflight[key]
-                if (feed := self._feeds.get(key)) is not None:
-                    feed.followers += 1  # a stream it follows goes on if its starter leaves
+                feed = self._feeds.get(key)
             else:
                 asked = self._route(plan, embedding)
                 route, reservation = self.accounting.admit(self.router, asked, plan.request, who, plan.question)
@@ -136,7 +137,8 @@ class Completions:
                     task = self._single_flight(key, self._fill(plan, route, embedding))
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                answer = await asyncio.wait_for(asyncio.shield(task), remaining)
+                with self._reading(key, feed, task):
+                    answer = await asyncio.wait_for(asyncio.shield(task), remaining)
             except (TimeoutError, asyncio.CancelledError) as gone:
                 if not shared and not plan.write:
                     task.cancel()  # nobody else wants this answer and it will not be cached
@@ -163,12 +165,14 @@ class Completions:
 
     async def stream(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
                      controls: CacheControls = CacheControls(), who: Who = Who(),
-                     deadline: float | None = None) -> AsyncIterator[str | CompletionResult]:
+                     deadline: float | None = None) -> AsyncGenerator[str | CompletionResult, None]:
         """Text pieces as they come, then the CompletionResult. A hit is replayed in
         pieces; only a complete, successful stream is stored. Identical misses in flight
         share one upstream call, streamed or not: a stream that joins one gets the pieces
-        so far, then the rest as they come. Closing the iterator (the client went away)
-        closes the upstream stream, unless another request is following it."""
+        so far, then the rest as they come (a stream that joins a call that does not
+        stream gets the whole answer in pieces once it is ready). Closing the iterator
+        (the client went away) closes the upstream stream, unless another request is
+        following it."""
         started = time.perf_counter()
         plan = self._plan(namespace, request, model, tier, controls)
         ctx = Context(plan.namespace, who, started)
@@ -184,10 +188,9 @@ class Completions:
         task = self._inflight.get(key) if plan.write else None
         if task is not None:  # another request is already paying for this answer
             feed = self._feeds.get(key)
-            if feed is not None:
-                feed.followers += 1
-            async for piece in _follow(feed, task):
-                yield piece
+            with self._reading(key, feed, task):
+                async for piece in _follow(feed, task):
+                    yield piece
             result = _from_answer(task.result())
             self.accounting.completed(ctx, result, plan.request, {}, None, shared=True)
             yield result
@@ -197,23 +200,48 @@ class Completions:
         if route is not asked:  # downgraded by a budget: not the answer this key stands for
             plan = dataclasses.replace(plan, write=False)
         feed = _Feed()
-        fill = self._fill_stream(plan, route, embedding, feed, deadline)
         if plan.write:
-            task = self._single_flight(key, fill)
+            # A shared call is not bound by its starter's deadline (as in complete): the
+            # starter's going away at its deadline closes it if nobody else follows it.
+            task = self._single_flight(key, self._fill_stream(plan, route, embedding, feed, None))
             self._feeds[key] = feed
-            task.add_done_callback(lambda _: self._feeds.pop(key, None))
+            task.add_done_callback(lambda _: self._forget(key, feed))
         else:
-            task = asyncio.get_running_loop().create_task(fill)
+            task = asyncio.get_running_loop().create_task(
+                self._fill_stream(plan, route, embedding, feed, deadline))
         # This request pays, whether it follows the call to its end or not.
         task.add_done_callback(functools.partial(self._account_stream, ctx, plan.request, reservation, feed))
         task.add_done_callback(lambda _: feed.wake())  # followers see the end (or the error)
-        try:
+        with self._reading(key, feed, task):
             async for piece in _follow(feed, task):
                 yield piece
-        finally:
-            if not task.done() and not feed.followers:
-                task.cancel()  # nobody else follows it: close the upstream stream
         yield _from_answer(task.result())
+
+    @contextlib.contextmanager
+    def _reading(self, key: tuple[str, str], feed: _Feed | None, task: asyncio.Task[Answer]) -> Iterator[None]:
+        """A request following an in-flight call. When the last request following a
+        stream leaves before its end, the upstream stream is closed (and forgotten first,
+        so that nobody joins a call being closed). A call that does not stream (feed
+        None) goes on without its callers: its answer is cached for the next."""
+        if feed is None:
+            yield
+            return
+        feed.readers += 1
+        try:
+            yield
+        finally:
+            feed.readers -= 1
+            if not feed.readers and not task.done():
+                self._forget(key, task)
+                self._forget(key, feed)
+                task.cancel()
+
+    def _forget(self, key: tuple[str, str], call: asyncio.Task[Answer] | _Feed) -> None:
+        """Removes an in-flight call (or its feed) from the maps, unless a newer call for
+        the same key has taken its place."""
+        found = self._inflight if isinstance(call, asyncio.Task) else self._feeds
+        if found.get(key) is call:
+            del found[key]
 
     def _account_stream(self, ctx: Context, request: Request, reservation: Reservation | None, feed: _Feed,
                         task: asyncio.Task[Answer]) -> None:
@@ -288,7 +316,12 @@ class Completions:
         self._inflight[key] = task
         # Leaves the map only once the answer is stored, so a request arriving in
         # between finds the entry or the task, never neither.
-        task.add_done_callback(lambda t: (self._inflight.pop(key, None), t.cancelled() or t.exception()))
+        def done(t: asyncio.Task[Answer]) -> None:
+            self._forget(key, t)
+            if not t.cancelled():
+                t.exception()  # retrieved: a failure is its waiters' to report
+
+        task.add_done_callback(done)
         return task
 
     async def _fill(self, plan: _Plan, route: Route, embedding: Embedding) -> Answer:
@@ -334,7 +367,7 @@ class _Feed:
     def __init__(self) -> None:
         self.texts: list[str] = []
         self.model, self.tier, self.attempts = "", "", 0
-        self.followers = 0  # requests that joined after the one that started it
+        self.readers = 0  # requests following it now (a stream closes with its last)
         self._changed = asyncio.Event()
 
     def push(self, text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -185,11 +186,12 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
             pieces = self.completions.stream(request.namespace, upstream, model=request.model,
                                              tier=request.tier, controls=controls, who=_who(request),
                                              deadline=_deadline(context))
-            async for piece in pieces:
-                if isinstance(piece, str):
-                    yield pb.CompleteChunk(delta=piece)
-                else:
-                    yield pb.CompleteChunk(done=_complete_response(piece))
+            async with contextlib.aclosing(pieces):  # closed at once when the client goes away
+                async for piece in pieces:
+                    if isinstance(piece, str):
+                        yield pb.CompleteChunk(delta=piece)
+                    else:
+                        yield pb.CompleteChunk(done=_complete_response(piece))
         except SemcachedError as e:
             await context.abort(e.code, e.message)
         except Exception:
