@@ -21,6 +21,12 @@ from tokenizers import Tokenizer
 from semcached.batching import LRU, Batcher, Workers
 from semcached.models import ModelFolder, file_sha256
 
+# Each batch is tokenized on the worker thread that runs it: tokenizers' own thread pool
+# would only compete with the other workers for the cores (its threads spin while they
+# wait for work). Off, semantic lookups at c16 on 2 cores: +5-8% (554 -> 597 req/s,
+# medians of three). An explicit setting of the variable is kept.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 T = TypeVar("T")
 X = TypeVar("X")
 Y = TypeVar("Y")
