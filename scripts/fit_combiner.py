@@ -106,12 +106,12 @@ def main() -> None:
     parser.add_argument("--vector-l2", type=float, default=1.0, help="the vector model's penalty")
     args = parser.parse_args()
     embedder = Embedder(resolve(args.embedding_model, default_models_dir(), "mean"))
+    verifier = Verifier(args.verifier, UNCALIBRATED, combined=False)  # before the long part: fail fast
     train, y_train = load(args.train)
     vector_bias, vector_weights = fit(vector_inputs(*embeddings(embedder, train)), y_train, args.vector_l2)
     pairs, y = load(args.pairs)
     a, b = embeddings(embedder, pairs)
     vector_match = vector_inputs(a, b) @ vector_weights + vector_bias
-    verifier = Verifier(args.verifier, UNCALIBRATED)
     x = combiner_inputs(verifier, vector_match, a, b, pairs)
     read = x[:, COMBINER_INPUTS.index("similarity")] >= args.min_similarity
     bias, weights = fit(x[read], y[read], args.l2)

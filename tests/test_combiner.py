@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -37,23 +38,24 @@ def test_features_say_where_two_questions_differ() -> None:
     assert same == {**FEATURES, "word_overlap": 1.0, "content_overlap": 1.0, "first_word_same": 1.0}
 
 
-def combiner(rng: random.Random, second_weight: float) -> Combiner:
-    weights = [rng.uniform(-2, 2), second_weight] + [rng.uniform(-2, 2) for _ in COMBINER_INPUTS[2:]]
+def combiner(rng: random.Random) -> Combiner:
+    weights = [rng.uniform(-0.3, 0.3) for _ in COMBINER_INPUTS]
     return Combiner(0.3, weights, -0.5, [rng.uniform(-1, 1) for _ in range(8)], "toy@1")
 
 
-def test_combiner_bound_is_never_below_the_score_it_bounds() -> None:
+def test_combiner_bound_is_the_best_any_second_order_can_give() -> None:
     rng = random.Random(3)
     vectors = np.eye(4, dtype=np.float32)
-    for sign in (1.0, -1.0):
-        c = combiner(rng, sign * 1.5)
-        for _ in range(50):
-            cached = rng.choice(["How can I bake bread?", "Who baked bread?"])
-            prior = c.prior("How do I bake bread?", cached, 0.9, vectors[0], vectors[rng.randrange(4)])
-            first, second = rng.random(), rng.random()
-            score = combine(c, prior, first, second)
-            assert 0.0 < score < 1.0
-            assert combine(c, prior, first, None) >= score
+    grid = [1 / (1 + math.exp(-x / 100)) for x in range(-600, 601)]  # logits -6 .. 6
+    for _ in range(20):  # linear and square weights of both signs: parabolas up and down
+        c = combiner(rng)
+        cached = rng.choice(["How can I bake bread?", "Who baked bread?"])
+        prior = c.prior("How do I bake bread?", cached, 0.9, vectors[0], vectors[rng.randrange(4)])
+        first = rng.random()
+        bound = combine(c, prior, first, None)
+        scores = [combine(c, prior, first, second) for second in grid]
+        assert all(0.0 < score < 1.0 for score in scores)
+        assert bound >= max(scores) and bound == pytest.approx(max(scores), abs=1e-4)  # tight
     assert combine(None, 5.0, 0.8, 0.6) == pytest.approx(0.7)  # no combiner: the mean, prior unused
     assert combine(None, 5.0, 0.8, None) == pytest.approx(0.9)
 
@@ -67,7 +69,7 @@ def test_vector_match_weighs_product_and_distance() -> None:
 
 def test_combiner_file_round_trips_and_a_bad_one_is_named(tmp_path: Path) -> None:
     path = tmp_path / "combiner.json"
-    c = combiner(random.Random(4), 1.0)
+    c = combiner(random.Random(4))
     c.save(path, "pairs.jsonl")
     again = Combiner.load(path)
     assert (again.bias, again.weights, again.embedding_model) == (c.bias, c.weights, c.embedding_model)

@@ -193,6 +193,7 @@ def test_scorer_scores_the_second_order_only_where_the_threshold_is_reachable() 
     from semcached.verifier import BUILTIN, Scorer
 
     verifier = Verifier(BUILTIN)
+    assert verifier.combiner is not None and Verifier(BUILTIN, combined=False).combiner is None  # for fitting a new one
     runs: list[list[tuple[str, str]]] = []
 
     def run(pairs: list[tuple[str, str]]) -> list[float]:

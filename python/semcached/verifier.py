@@ -207,8 +207,10 @@ def curve(scored: list[tuple[float, bool]], duplicates: int, points: int = 1000)
 class Verifier:
     """A cross-encoder over (asked, cached) question pairs. Thread-safe."""
 
-    def __init__(self, folder: Path, calibration: Calibration | None = None) -> None:
-        """``calibration`` replaces the folder's calibration.json (to make a new one)."""
+    def __init__(self, folder: Path, calibration: Calibration | None = None, combined: bool = True) -> None:
+        """``calibration`` replaces the folder's calibration.json (to make a new one);
+        ``combined`` False ignores its combiner.json (to fit a new one, whatever the old
+        one's inputs)."""
         for name in ("model.onnx", "tokenizer.json") + (() if calibration else ("calibration.json",)):
             if not (folder / name).is_file():
                 raise ConfigError(f"verifier folder {folder} lacks {name}")
@@ -224,7 +226,7 @@ class Verifier:
         self.calibration = calibration or Calibration.load(folder / "calibration.json")
         combiner = folder / "combiner.json"
         # None without one, or (Engine.from_config) when its vectors are not the engine's.
-        self.combiner: Combiner | None = Combiner.load(combiner) if combiner.is_file() else None
+        self.combiner: Combiner | None = Combiner.load(combiner) if combined and combiner.is_file() else None
 
     def scores(self, asked: str, cached: list[str], priors: list[float]) -> np.ndarray:
         """For each cached question, the probability that one answer serves both: the
