@@ -211,7 +211,7 @@ class Completions:
                 self._fill_stream(plan, route, embedding, feed, deadline))
         # This request pays, whether it follows the call to its end or not.
         task.add_done_callback(functools.partial(self._account_stream, ctx, plan.request, reservation, feed))
-        task.add_done_callback(lambda _: feed.wake())  # followers see the end (or the error)
+        task.add_done_callback(lambda _: feed.wake())  # its readers see the end (or the error)
         with self._reading(key, feed, task):
             async for piece in _follow(feed, task):
                 yield piece
