@@ -194,7 +194,7 @@ def test_identical_streams_in_flight_share_one_upstream_call(
                 return await c.complete(ask(q), model="fake/gpt-4o-mini")
 
             first, second, plain = await asyncio.gather(stream(0), stream(0.2), complete())
-            for pieces in (first, second):  # a follower gets the pieces so far, then the rest
+            for pieces in (first, second):  # a reader gets the pieces so far, then the rest
                 text, done = collect(pieces)
                 assert (text, done.text, done.kind) == (expected, expected, "miss")
             assert plain.text == expected
@@ -203,7 +203,7 @@ def test_identical_streams_in_flight_share_one_upstream_call(
     assert fake_llm.calls[q] == 1
 
 
-def test_a_followed_stream_goes_on_when_its_starter_leaves(
+def test_a_shared_stream_goes_on_when_its_starter_leaves(
         server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
     q = f"Drip on after I leave, word by word by word [drip=0.05] ({namespace})"
 
@@ -211,10 +211,10 @@ def test_a_followed_stream_goes_on_when_its_starter_leaves(
         async with AsyncClient(server.target, namespace=namespace) as c:
             starter = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
             assert isinstance(await starter.__anext__(), str)
-            follower = asyncio.ensure_future(c.complete(ask(q), model="fake/gpt-4o-mini"))
+            reader = asyncio.ensure_future(c.complete(ask(q), model="fake/gpt-4o-mini"))
             await asyncio.sleep(0.2)
             await starter.aclose()  # the one that started the call goes away
-            assert (await follower).text == f"answer to: {q} [gpt-4o-mini]"
+            assert (await reader).text == f"answer to: {q} [gpt-4o-mini]"
 
     asyncio.run(run())
     with Client(server.target, namespace=namespace) as c:
@@ -222,7 +222,7 @@ def test_a_followed_stream_goes_on_when_its_starter_leaves(
     assert fake_llm.calls[q] == 1
 
 
-def test_a_shared_stream_closes_upstream_when_its_last_follower_leaves(
+def test_a_shared_stream_closes_upstream_when_its_last_reader_leaves(
         server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
     q = f"Drip until we both leave, word by word by word by word [drip=0.2] ({namespace})"
     before = fake_llm.disconnects
@@ -231,12 +231,12 @@ def test_a_shared_stream_closes_upstream_when_its_last_follower_leaves(
         async with AsyncClient(server.target, namespace=namespace) as c:
             starter = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
             assert isinstance(await starter.__anext__(), str)
-            follower = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
-            assert isinstance(await follower.__anext__(), str)  # the piece so far
+            reader = c.complete_stream(ask(q), model="fake/gpt-4o-mini")
+            assert isinstance(await reader.__anext__(), str)  # the piece so far
             await starter.aclose()
             await asyncio.sleep(0.3)
             assert fake_llm.disconnects == before  # one still follows it
-            await follower.aclose()
+            await reader.aclose()
 
     asyncio.run(run())
     deadline = time.monotonic() + 5

@@ -197,8 +197,9 @@ class Batcher(Generic[X, Y]):
         of what waits among the ``idle`` workers and, when there is enough (MIN_SHARE
         items a share), one more share left queued for the worker that finishes next.
         The requests a worker has just answered need a round trip to the client and back
-        before they are work again; without a queued share its core waited for them (a
-        sixth of the time at concurrency 16 on 2 cores; with it, ~15% more lookups/s)."""
+        before they are work again; without a queued share its core waited for them
+        (~15% of the time at concurrency 16 on 2 cores; with it, 17-23% more lookups/s
+        in a same-run A/B, see BENCHMARKS.md)."""
         waiting = len(self.pending)
         shares = idle + 1 if waiting >= MIN_SHARE * (idle + 1) else max(idle, 1)
         size = min(MAX_BATCH, -(-waiting // shares))

@@ -147,6 +147,8 @@ class Completions:
                     reservation = None
                 if isinstance(gone, asyncio.CancelledError):
                     raise
+                if task.cancelling() or task.cancelled():  # this caller was the last to follow a stream
+                    raise DeadlineExceeded("the deadline passed while the upstream call was in flight") from None
                 raise DeadlineExceeded("the deadline passed while the upstream call was in flight; "
                                        "its answer will be cached for the next request") from None
         except BaseException:
