@@ -29,19 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from semcached import lexical
-from semcached.config import CacheConfig
+from semcached.config import CacheConfig, ConfigError
 from semcached.embed import Embedder
 from semcached.models import default_models_dir, resolve
-from semcached.quality import UNCALIBRATED
+from semcached.quality import UNCALIBRATED, load_pairs
 from semcached.verifier import COMBINER_INPUTS, Combiner, Verifier, logit
 
 BATCH = 64
 
 
 def load(path: Path) -> tuple[list[tuple[str, str]], np.ndarray]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if str(r["a"]).strip() and str(r["b"]).strip()]
-    return [(str(r["a"]), str(r["b"])) for r in rows], np.array([float(r["label"]) for r in rows])
+    """The pairs and their labels, read and checked as the quality harness reads them."""
+    pairs = load_pairs(path)
+    return [(p.a, p.b) for p in pairs], np.array([float(p.label) for p in pairs])
 
 
 def by_length(pairs: list[tuple[str, str]]) -> list[list[int]]:
@@ -122,4 +122,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConfigError, OSError) as e:  # a missing or malformed file: say which, no traceback
+        raise SystemExit(f"fit_combiner: {e}") from None

@@ -396,7 +396,7 @@ class Engine:
             (entry, similarity), score, served = same, 1.0, True
         else:
             scores = await self.scorer.scores(prompt, [entry.prompt for entry, _ in candidates],
-                                              self._priors(prompt, vector, candidates), decision.threshold)
+                                              self.priors(prompt, vector, candidates), decision.threshold)
             reachable = [(s, i) for i, s in enumerate(scores) if s is not None]
             if not reachable:  # none could reach the threshold
                 return LookupResult(kind="miss")
@@ -407,7 +407,7 @@ class Engine:
             return LookupResult(kind="miss")
         return _result("semantic", entry, similarity, score)
 
-    def _priors(self, prompt: str, vector: np.ndarray, candidates: list[tuple[_core.Entry, float]]) -> list[float]:
+    def priors(self, prompt: str, vector: np.ndarray, candidates: list[tuple[_core.Entry, float]]) -> list[float]:
         """Each candidate's ``Combiner.prior`` (what the verifier's score weighs besides the
         cross-encoder): microseconds, on the loop."""
         combiner = self.verifier.combiner if self.verifier else None

@@ -204,9 +204,12 @@ async def latency_ms(engine: Engine, lookups: list[tuple[str, str]]) -> dict[str
         r = await engine.lookup(namespace, prompt, target_precision=0.0)
         out["lookup"].append((time.perf_counter() - start) * 1000)
         if engine.verifier is not None and r.hit:
+            asked = (await engine.embedder.embed(prompt)).vector  # remembered from the lookup
+            entry = engine.store.get(r.entry_id)
             for n in (1, VERIFIED):
-                start = time.perf_counter()
-                engine.verifier.scores(prompt, [r.matched_prompt] * n, [0.0] * n)  # priors: microseconds
+                start = time.perf_counter()  # the combiner's priors count too
+                priors = engine.priors(prompt, asked, [(entry, r.similarity)] * n) if entry else [0.0] * n
+                engine.verifier.scores(prompt, [r.matched_prompt] * n, priors)
                 out[f"verifier_{n}"].append((time.perf_counter() - start) * 1000)
     return {k: sorted(v) for k, v in out.items() if v}
 
