@@ -153,7 +153,6 @@ def test_truncated_streams_are_not_stored(client: Client, fake_llm: FakeLLM, nam
 def test_cancelling_a_stream_cancels_upstream_and_stores_nothing(
         server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
     q = f"Drip slowly please, word by word by word by word [drip=0.2] ({namespace})"
-    before = fake_llm.disconnects
     user = f"leaver-{namespace}"
 
     async def run() -> None:
@@ -165,9 +164,9 @@ def test_cancelling_a_stream_cancels_upstream_and_stores_nothing(
 
     asyncio.run(run())
     deadline = time.monotonic() + 5
-    while fake_llm.disconnects == before and time.monotonic() < deadline:
+    while not fake_llm.disconnects[q] and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert fake_llm.disconnects == before + 1  # the upstream connection was closed
+    assert fake_llm.disconnects[q] == 1  # the upstream connection was closed
     with Client(server.target, namespace=namespace) as c:
         # Nothing was stored (a Lookup without the model would look in another partition).
         assert c.complete(ask(q), model="fake/gpt-4o-mini").kind == "miss"
@@ -225,7 +224,6 @@ def test_a_shared_stream_goes_on_when_its_starter_leaves(
 def test_a_shared_stream_closes_upstream_when_its_last_reader_leaves(
         server: ServerProcess, fake_llm: FakeLLM, namespace: str) -> None:
     q = f"Drip until we both leave, word by word by word by word [drip=0.2] ({namespace})"
-    before = fake_llm.disconnects
 
     async def run() -> None:
         async with AsyncClient(server.target, namespace=namespace) as c:
@@ -235,14 +233,14 @@ def test_a_shared_stream_closes_upstream_when_its_last_reader_leaves(
             assert isinstance(await reader.__anext__(), str)  # the piece so far
             await starter.aclose()
             await asyncio.sleep(0.3)
-            assert fake_llm.disconnects == before  # one still follows it
+            assert not fake_llm.disconnects[q]  # one still follows it
             await reader.aclose()
 
     asyncio.run(run())
     deadline = time.monotonic() + 5
-    while fake_llm.disconnects == before and time.monotonic() < deadline:
+    while not fake_llm.disconnects[q] and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert fake_llm.disconnects == before + 1 and fake_llm.calls[q] == 1
+    assert fake_llm.disconnects[q] == 1 and fake_llm.calls[q] == 1
 
 
 def test_breaker_opens_cools_down_and_half_opens() -> None:

@@ -36,7 +36,7 @@ class FakeLLM:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.calls: Counter[str] = Counter()  # per question
         self.model_calls: Counter[str] = Counter()
-        self.disconnects = 0  # streams the client stopped reading
+        self.disconnects: Counter[str] = Counter()  # per question: streams the client stopped reading
         self.delay_s = delay_s
         self.last_body: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -55,7 +55,8 @@ class FakeLLM:
                     fake._answer(self, body)
                 except (BrokenPipeError, ConnectionResetError):
                     with fake._lock:
-                        fake.disconnects += 1
+                        turns = body.get("messages") or [{}]
+                        fake.disconnects[str(turns[-1].get("content", ""))] += 1
 
         self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
