@@ -113,6 +113,17 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "| closed |" in r.stdout
 
 
+def test_flush_benchmark_smoke(tmp_path: Path) -> None:
+    """benchmarks/flush.py: writers store and a reader looks up through the real core."""
+    out = tmp_path / "flush.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "flush.py"
+    r = subprocess.run([sys.executable, str(script), "--duration", "0.3", "--writers", "2", "--dir", str(tmp_path),
+                        "--json", str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["stores_per_s"] > 0 and result["lookups"] > 0 and result["lookup_p50_ms"] > 0
+
+
 def test_a_burst_of_one_new_text_is_embedded_once() -> None:
     from semcached.config import Config
     from semcached.embed import BatchingEmbedder, Embedder

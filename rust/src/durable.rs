@@ -2,7 +2,9 @@
 //!
 //! Data directory layout:
 //! * `wal-<seq>.log`: framed records ([`crate::codec`]), appended before a change is
-//!   applied in memory, so what the caller was told is stored is on disk first;
+//!   applied in memory and flushed before the caller is told it is stored (by
+//!   [`crate::sync::SharedStore`] after it lets go of the store: one flush for every
+//!   change made meanwhile);
 //! * `snapshot.bin`: every live entry when a snapshot was taken, and the last log segment
 //!   it covers. A snapshot bounds the log: segments it covers are deleted.
 //!
@@ -14,6 +16,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::codec::{self, Record};
 use crate::store::{Config, EntryId, Limits, NewEntry, RemovalReason, Store, StoreError};
@@ -77,7 +80,7 @@ struct Log {
     dir: PathBuf,
     fsync: Fsync,
     seq: u64,
-    file: File,
+    file: Arc<File>,
     len: u64,
     /// Set when a failed write could not be cut off: records appended after the garbage
     /// would be dropped at recovery as a torn tail, so no more are accepted.
@@ -89,11 +92,15 @@ pub struct Durable {
     store: Store,
     log: Option<Log>,
     frame: Vec<u8>,
+    /// Bytes logged since open, over all segments: a position a flush can cover.
+    written: u64,
+    /// Set when the caller flushes after each change ([`Durable::defer_flushes`]).
+    deferred: bool,
 }
 
 impl Durable {
     pub fn in_memory(config: Config) -> Self {
-        Durable { store: Store::with_config(config), log: None, frame: Vec::new() }
+        Durable { store: Store::with_config(config), log: None, frame: Vec::new(), written: 0, deferred: false }
     }
 
     /// Opens (and recovers) the store kept in `dir`, creating it when new.
@@ -128,7 +135,7 @@ impl Durable {
         store.expire(now_ms);
         store.reset_history();
         let log = Log::open(dir, if later.is_empty() { covered + 1 } else { last }, fsync)?;
-        let mut durable = Durable { store, log: Some(log), frame: Vec::new() };
+        let mut durable = Durable { store, log: Some(log), frame: Vec::new(), written: 0, deferred: false };
         if !segments.is_empty() || covered > 0 {
             // Ids handed out just before a crash under the interval policy were lost with
             // their entries, but clients may still hold them: skip past them for good (on
@@ -218,6 +225,33 @@ impl Durable {
         Ok(ids.len())
     }
 
+    /// Under `Fsync::Always`, appends no longer flush: the caller flushes with
+    /// [`Durable::flush_target`] before it acknowledges a change, without holding the store
+    /// (a flush can take milliseconds, and lookups wait on the store).
+    pub fn defer_flushes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Bytes logged since open: a change is on disk once a flush covered its position.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// What a flush must sync to cover everything logged so far: the open segment (those
+    /// before it were flushed when the log moved on), the position it covers, and its path
+    /// for errors. None without a data directory.
+    pub fn flush_target(&self) -> Option<(Arc<File>, u64, PathBuf)> {
+        self.log.as_ref().map(|log| (log.file.clone(), self.written, log.path()))
+    }
+
+    /// Closes the log to writes after a failed flush: what reached the disk is unknown, and
+    /// records appended after a lost one would be replayed without it.
+    pub fn close_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.broken = true;
+        }
+    }
+
     /// Flushes logged changes to the disk (the interval policy's flush).
     pub fn sync(&mut self) -> Result<(), Error> {
         match &mut self.log {
@@ -300,7 +334,10 @@ impl Durable {
             codec::frame(&payload, &mut framed);
         }
         self.frame = payload;
-        log.append(&framed)
+        let flush = log.fsync == Fsync::Always && !self.deferred;
+        log.append(&framed, flush)?;
+        self.written += framed.len() as u64;
+        Ok(())
     }
 }
 
@@ -317,7 +354,7 @@ impl Log {
         if !existed {
             sync_dir(dir)?;
         }
-        Ok(Log { dir: dir.to_path_buf(), fsync, seq, file, len, broken: false })
+        Ok(Log { dir: dir.to_path_buf(), fsync, seq, file: Arc::new(file), len, broken: false })
     }
 
     fn path(&self) -> PathBuf {
@@ -331,14 +368,12 @@ impl Log {
         ))
     }
 
-    fn append(&mut self, framed: &[u8]) -> Result<(), Error> {
+    fn append(&mut self, framed: &[u8], flush: bool) -> Result<(), Error> {
         if self.broken {
             return Err(self.broken_error());
         }
-        let written = self.file.write_all(framed).and_then(|()| match self.fsync {
-            Fsync::Always => self.file.sync_data(),
-            Fsync::Interval => Ok(()),
-        });
+        let mut file: &File = &self.file;
+        let written = file.write_all(framed).and_then(|()| if flush { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // Cut a partial record off, so records appended later stay readable.
             self.broken = self.file.set_len(self.len).is_err();

@@ -134,7 +134,7 @@ impl PyStore {
             None => (Durable::in_memory(config), Recovery::default()),
             Some(dir) => py.detach(|| Durable::open(&dir, config, fsync, now_ms())).map_err(to_py)?,
         };
-        Ok(PyStore { inner: SharedStore::new(durable), recovery })
+        Ok(PyStore { inner: SharedStore::new(durable, fsync), recovery })
     }
 
     /// What opening the data directory found: entries from the snapshot, records replayed
@@ -166,7 +166,7 @@ impl PyStore {
         max_bytes: Option<usize>,
     ) -> PyResult<()> {
         let bounds = limits(max_entries, max_bytes);
-        py.detach(|| self.inner.with(|d| d.set_namespace_limits(namespace, bounds))).map_err(to_py)
+        py.detach(|| self.inner.write(|d| d.set_namespace_limits(namespace, bounds))).map_err(to_py)
     }
 
     /// (namespace, entries, bytes) per namespace group (partitions counted in their namespace).
@@ -193,7 +193,7 @@ impl PyStore {
         let mut metadata: Vec<(String, String)> = metadata.unwrap_or_default().into_iter().collect();
         metadata.sort();
         let new = NewEntry { namespace, prompt, response, vector, model, metadata, ttl_ms };
-        py.detach(|| self.inner.with(|d| d.insert(new, now_ms()))).map_err(to_py)
+        py.detach(|| self.inner.write(|d| d.insert(new, now_ms()))).map_err(to_py)
     }
 
     /// The exact tier: the live entry stored under this prompt's normal form, or None.
@@ -214,21 +214,21 @@ impl PyStore {
     }
 
     fn remove(&self, py: Python<'_>, entry_id: EntryId) -> PyResult<bool> {
-        py.detach(|| self.inner.with(|d| d.remove(entry_id))).map_err(to_py)
+        py.detach(|| self.inner.write(|d| d.remove(entry_id))).map_err(to_py)
     }
 
     /// Removes the entry stored under this prompt's normal form; returns its id or None.
     fn remove_prompt(&self, py: Python<'_>, namespace: String, prompt: String) -> PyResult<Option<u64>> {
-        py.detach(|| self.inner.with(|d| d.remove_prompt(&namespace, &prompt))).map_err(to_py)
+        py.detach(|| self.inner.write(|d| d.remove_prompt(&namespace, &prompt))).map_err(to_py)
     }
 
     fn clear_namespace(&self, py: Python<'_>, namespace: String) -> PyResult<usize> {
-        py.detach(|| self.inner.with(|d| d.clear_namespace(&namespace))).map_err(to_py)
+        py.detach(|| self.inner.write(|d| d.clear_namespace(&namespace))).map_err(to_py)
     }
 
-    /// Flushes logged changes to the disk (for fsync = "interval").
+    /// Flushes logged changes to the disk (for fsync = "interval"), without holding the store.
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.with(|d| d.sync())).map_err(to_py)
+        py.detach(|| self.inner.flush()).map_err(to_py)
     }
 
     /// Writes a snapshot and drops the log it covers; returns the entries written.

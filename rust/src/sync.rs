@@ -1,11 +1,14 @@
 //! The store for many threads: one lock around the [`Durable`] store.
 //!
-//! Every store operation is short (map look-ups, no I/O, no embedding), so a single mutex
-//! keeps the code simple; sharding by namespace can replace it behind the same interface.
+//! Every store operation is short (map look-ups, a log write, no embedding), so a single
+//! mutex keeps the code simple; sharding by namespace can replace it behind the same
+//! interface. Disk flushes, which can take milliseconds, run outside it (group commit):
+//! a lookup never waits for a Store's flush, and one flush acknowledges every change
+//! logged before it began.
 
 use std::sync::{Mutex, MutexGuard};
 
-use crate::durable::{Durable, Error};
+use crate::durable::{Durable, Error, Fsync};
 
 /// Entries encoded per hold of the lock while snapshotting: short enough that requests
 /// waiting on the lock see a sub-millisecond pause, not a stall of the whole snapshot.
@@ -14,11 +17,71 @@ const SNAPSHOT_CHUNK: usize = 1024;
 pub struct SharedStore {
     inner: Mutex<Durable>,
     snapshotting: Mutex<()>,
+    /// Held while flushing (lock order: this one, then `inner`), so that one flush runs
+    /// at a time and the writers queued behind it find their changes already covered.
+    flushed: Mutex<Flushed>,
+    fsync: Fsync,
+}
+
+#[derive(Default)]
+struct Flushed {
+    /// Position ([`Durable::written`]) that the last successful flush covered.
+    upto: u64,
+    /// A flush failed: the log is closed to writes until a restart.
+    failed: Option<Error>,
 }
 
 impl SharedStore {
-    pub fn new(durable: Durable) -> Self {
-        SharedStore { inner: Mutex::new(durable), snapshotting: Mutex::new(()) }
+    pub fn new(mut durable: Durable, fsync: Fsync) -> Self {
+        durable.defer_flushes();
+        SharedStore {
+            inner: Mutex::new(durable),
+            snapshotting: Mutex::new(()),
+            flushed: Mutex::new(Flushed::default()),
+            fsync,
+        }
+    }
+
+    /// Runs a change with the store locked; under `Fsync::Always`, returns once it is on
+    /// the disk. A failed flush fails the change (the caller must not count on it) and
+    /// closes the log; the change stays visible in memory until a restart.
+    pub fn write<R>(&self, change: impl FnOnce(&mut Durable) -> Result<R, Error>) -> Result<R, Error> {
+        let (result, before, after) = self.with(|d| {
+            let before = d.written();
+            (change(d), before, d.written())
+        });
+        if self.fsync == Fsync::Always && after > before {
+            self.flush_to(after)?;
+        }
+        result
+    }
+
+    /// Flushes every change logged so far (the interval policy's flush).
+    pub fn flush(&self) -> Result<(), Error> {
+        let target = self.with(|d| d.written());
+        self.flush_to(target)
+    }
+
+    fn flush_to(&self, target: u64) -> Result<(), Error> {
+        let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(error) = &flushed.failed {
+            return Err(error.clone());
+        }
+        if flushed.upto >= target {
+            return Ok(()); // a flush that began after this change was logged covered it
+        }
+        let Some((file, upto, path)) = self.with(|d| d.flush_target()) else { return Ok(()) };
+        if let Err(e) = file.sync_data() {
+            let error = Error::Io(format!(
+                "could not flush {}: {e}; the log is closed to writes, restart the server to recover it",
+                path.display()
+            ));
+            self.with(|d| d.close_log());
+            flushed.failed = Some(error.clone());
+            return Err(error);
+        }
+        flushed.upto = upto;
+        Ok(())
     }
 
     /// Snapshots without holding the store for the whole write (see
@@ -51,6 +114,7 @@ impl SharedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::Fsync;
     use crate::store::NewEntry;
     use std::sync::Arc;
     use std::thread;
@@ -60,7 +124,7 @@ mod tests {
         let mut config = crate::store::Config::default();
         config.limits.max_entries = 500;
         config.namespace_limits.max_bytes = 60_000;
-        let shared = Arc::new(SharedStore::new(Durable::in_memory(config)));
+        let shared = Arc::new(SharedStore::new(Durable::in_memory(config), Fsync::Interval));
         let workers: Vec<_> = (0..8u64)
             .map(|t| {
                 let shared = shared.clone();
@@ -108,8 +172,50 @@ mod tests {
     }
 
     #[test]
+    fn lookups_do_not_wait_for_a_flush_and_writers_are_acknowledged_after_it() {
+        let dir = std::env::temp_dir().join(format!("semcached-sync-flush-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = crate::store::Config::default();
+        let (durable, _) = Durable::open(&dir, config, Fsync::Always, 0).unwrap();
+        let shared = Arc::new(SharedStore::new(durable, Fsync::Always));
+        let entry = |i: u64| NewEntry { namespace: "ns".into(), prompt: format!("question {i}"), ..NewEntry::default() };
+        // A flush in progress (as a slow disk would hold it) ...
+        let flushing = shared.flushed.lock().unwrap();
+        let writers: Vec<_> = (0..4u64)
+            .map(|i| {
+                let shared = shared.clone();
+                thread::spawn(move || shared.write(|d| d.insert(entry(i), 0)).unwrap())
+            })
+            .collect();
+        // ... does not keep lookups from the store: the changes are applied and readable
+        // while their writers still wait for the disk.
+        // (try_lock: a store held through the flush fails the test instead of hanging it.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Ok(mut d) = shared.inner.try_lock() {
+                if d.store().len() == 4 {
+                    assert!(d.store_mut().get_exact("ns", "question 2", 0).is_some());
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "the store stayed locked or the changes were not applied");
+            thread::yield_now();
+        }
+        assert!(writers.iter().all(|w| !w.is_finished()), "a write was acknowledged before its flush");
+        drop(flushing);
+        let ids: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        let written = shared.with(|d| d.written());
+        assert_eq!(shared.flushed.lock().unwrap().upto, written, "the flushes covered every change");
+        drop(shared);
+        let (recovered, _) = Durable::open(&dir, config, Fsync::Always, 0).unwrap();
+        for id in ids {
+            assert!(recovered.store().contains(id));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_snapshot_taken_under_load_recovers_exactly_what_was_live() {
-        use crate::durable::Fsync;
         use crate::store::Config;
 
         let dir = std::env::temp_dir().join(format!("semcached-sync-snapshot-{}", std::process::id()));
@@ -126,7 +232,7 @@ mod tests {
         let mut config = Config::default();
         config.limits.max_entries = 3_000;
         let (durable, _) = Durable::open(&dir, config, Fsync::Interval, 0).unwrap();
-        let shared = Arc::new(SharedStore::new(durable));
+        let shared = Arc::new(SharedStore::new(durable, Fsync::Interval));
         for i in 0..5_000 {
             shared.with(|d| d.insert(entry(i), 0)).unwrap();
         }
