@@ -31,7 +31,8 @@ const ID_BLOCK: u64 = 1 << 32;
 /// When a logged change reaches the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fsync {
-    /// Before the call returns: nothing acknowledged is lost, one disk flush per change.
+    /// Before the change is acknowledged: nothing acknowledged is lost. One disk flush per
+    /// change, or per group of changes when [`crate::sync::SharedStore`] flushes for them.
     Always,
     /// When [`Durable::sync`] runs (the server calls it on an interval): a crash loses at
     /// most the changes of the last interval; writes cost no flush each.
