@@ -38,7 +38,8 @@ class Entry:
 
 @final
 class Store:
-    """The thread-safe entry store. Every method releases the GIL while it works."""
+    """The thread-safe entry store. Every method releases the GIL while it works, except
+    the reads of one entry (get_exact, get, vector, vector_count), which take microseconds."""
 
     def __new__(
         cls,

@@ -361,7 +361,7 @@ class Engine:
             self._counts[result.kind] += 1
 
     async def find(self, scope: str, prompt: str, decision: Decision) -> Found:
-        # The exact tier first: microseconds, no embedding, GIL released by the core.
+        # The exact tier first: microseconds, no embedding (the core keeps the GIL for it).
         exact_tier = self.config.cache.exact_tier
         entry = self.store.get_exact(scope, prompt) if exact_tier else None
         if entry is not None and entry.created_ms >= decision.min_created_ms:

@@ -12,7 +12,8 @@
 //! * [`sync::SharedStore`]: the store behind one lock, the form every caller uses from
 //!   many threads. Concurrency lives there and nowhere else.
 //! * `python` (feature `python`): the PyO3 module `semcached._core`, a thin binding that
-//!   converts arguments and releases the GIL around every call into the store.
+//!   converts arguments and releases the GIL around every call into the store that can
+//!   take more than microseconds.
 //!
 //! Memory per entry: prompt + normalized prompt + response + model + metadata bytes,
 //! 4 bytes per vector dimension, and [`store::ENTRY_OVERHEAD_BYTES`] (800) for maps,
