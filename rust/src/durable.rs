@@ -233,6 +233,16 @@ impl Durable {
         self.deferred = true;
     }
 
+    /// The log's flush policy; None without a data directory.
+    pub fn fsync(&self) -> Option<Fsync> {
+        self.log.as_ref().map(|log| log.fsync)
+    }
+
+    /// Whether the log is closed to writes (after a failed write or flush).
+    pub fn log_closed(&self) -> bool {
+        self.log.as_ref().is_some_and(|log| log.broken)
+    }
+
     /// Bytes logged since open: a change is on disk once a flush covered its position.
     pub fn written(&self) -> u64 {
         self.written
@@ -286,7 +296,12 @@ impl Durable {
             // log, where recovery refuses it: keep it last until a restart repairs it.
             return Err(log.broken_error());
         }
-        log.file.sync_data().map_err(|e| io_error("flush", &log.path(), e))?;
+        if let Err(e) = log.file.sync_data() {
+            // As after any failed flush, what reached the disk is unknown: a later flush of
+            // the same file could succeed without writing it (see `close_log`).
+            log.broken = true;
+            return Err(io_error("flush", &log.path(), e));
+        }
         let covered = log.seq;
         let dir = log.dir.clone();
         *log = Log::open(&dir, covered + 1, log.fsync)?;

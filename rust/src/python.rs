@@ -91,8 +91,11 @@ impl From<store::Entry> for Entry {
 /// there let an embedding worker take it, and the loop then waited for the worker's
 /// next release (semantic lookups at c16, six alternating runs: 531 -> 575 req/s median,
 /// p99 47-62 -> 45-52 ms). Keeping it is safe: the store's lock is held only by Rust code
-/// that never needs the GIL, and not for a request's disk flush (see `sync`; a snapshot's
-/// start flushes the old log segment under it, once per snapshot).
+/// that never needs the GIL, and not for a request's disk flush (see `sync`). The cost:
+/// a lookup that arrives during one of the store's longer holds (a snapshot's start,
+/// which flushes the log; copying a scope's vectors for a graph build; a large expiry or
+/// clear) waits for it holding the GIL, so the workers' Python steps wait too (the event
+/// loop waited for those holds before as well).
 #[pyclass(frozen, name = "Store", module = "semcached._core")]
 pub struct PyStore {
     inner: SharedStore,
@@ -142,7 +145,7 @@ impl PyStore {
             None => (Durable::in_memory(config), Recovery::default()),
             Some(dir) => py.detach(|| Durable::open(&dir, config, fsync, now_ms())).map_err(to_py)?,
         };
-        Ok(PyStore { inner: SharedStore::new(durable, fsync), recovery })
+        Ok(PyStore { inner: SharedStore::new(durable), recovery })
     }
 
     /// What opening the data directory found: entries from the snapshot, records replayed

@@ -20,7 +20,8 @@ pub struct SharedStore {
     /// Held while flushing (lock order: this one, then `inner`), so that one flush runs
     /// at a time and the writers queued behind it find their changes already covered.
     flushed: Mutex<Flushed>,
-    fsync: Fsync,
+    /// Flush after every change (`Fsync::Always` with a data directory).
+    flush_each: bool,
 }
 
 #[derive(Default)]
@@ -32,26 +33,26 @@ struct Flushed {
 }
 
 impl SharedStore {
-    pub fn new(mut durable: Durable, fsync: Fsync) -> Self {
+    pub fn new(mut durable: Durable) -> Self {
         durable.defer_flushes();
+        let flush_each = durable.fsync() == Some(Fsync::Always);
         SharedStore {
             inner: Mutex::new(durable),
             snapshotting: Mutex::new(()),
             flushed: Mutex::new(Flushed::default()),
-            fsync,
+            flush_each,
         }
     }
 
     /// Runs a change with the store locked; under `Fsync::Always`, returns once it is on
     /// the disk. A failed flush fails the change (the caller must not count on it) and
-    /// closes the log; the change stays visible in memory until a restart.
+    /// closes the log; the change stays visible in memory until a restart. A change that
+    /// logged nothing waits too: what it saw (an entry already removed) may not be on
+    /// the disk yet.
     pub fn write<R>(&self, change: impl FnOnce(&mut Durable) -> Result<R, Error>) -> Result<R, Error> {
-        let (result, before, after) = self.with(|d| {
-            let before = d.written();
-            (change(d), before, d.written())
-        });
-        if self.fsync == Fsync::Always && after > before {
-            self.flush_to(after)?;
+        let (result, written) = self.with(|d| (change(d), d.written()));
+        if self.flush_each {
+            self.flush_to(written)?;
         }
         result
     }
@@ -64,11 +65,11 @@ impl SharedStore {
 
     fn flush_to(&self, target: u64) -> Result<(), Error> {
         let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(error) = &flushed.failed {
-            return Err(error.clone());
-        }
         if flushed.upto >= target {
             return Ok(()); // a flush that began after this change was logged covered it
+        }
+        if let Some(error) = &flushed.failed {
+            return Err(error.clone());
         }
         let Some((file, upto, path)) = self.with(|d| d.flush_target()) else { return Ok(()) };
         if let Err(e) = file.sync_data() {
@@ -88,7 +89,19 @@ impl SharedStore {
     /// [`crate::durable::SnapshotWriter`]); one snapshot at a time.
     pub fn snapshot(&self, now_ms: u64) -> Result<usize, Error> {
         let _one_at_a_time = self.snapshotting.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut writer) = self.with(|d| d.begin_snapshot())? else { return Ok(0) };
+        let begun = {
+            // The snapshot's start flushes the log: under `flushed`, so that writers are
+            // acknowledged by it, and a failure there fails every later flush too.
+            let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
+            let (begun, written, closed) = self.with(|d| (d.begin_snapshot(), d.written(), d.log_closed()));
+            match &begun {
+                Ok(_) => flushed.upto = flushed.upto.max(written),
+                Err(e) if closed && flushed.failed.is_none() => flushed.failed = Some(e.clone()),
+                Err(_) => {}
+            }
+            begun
+        };
+        let Some(mut writer) = begun? else { return Ok(0) };
         let ids = std::mem::take(&mut writer.ids);
         let mut records = Vec::new();
         for chunk in ids.chunks(SNAPSHOT_CHUNK) {
@@ -124,7 +137,7 @@ mod tests {
         let mut config = crate::store::Config::default();
         config.limits.max_entries = 500;
         config.namespace_limits.max_bytes = 60_000;
-        let shared = Arc::new(SharedStore::new(Durable::in_memory(config), Fsync::Interval));
+        let shared = Arc::new(SharedStore::new(Durable::in_memory(config)));
         let workers: Vec<_> = (0..8u64)
             .map(|t| {
                 let shared = shared.clone();
@@ -177,7 +190,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let config = crate::store::Config::default();
         let (durable, _) = Durable::open(&dir, config, Fsync::Always, 0).unwrap();
-        let shared = Arc::new(SharedStore::new(durable, Fsync::Always));
+        let shared = Arc::new(SharedStore::new(durable));
         let entry = |i: u64| NewEntry { namespace: "ns".into(), prompt: format!("question {i}"), ..NewEntry::default() };
         // A flush in progress (as a slow disk would hold it) ...
         let flushing = shared.flushed.lock().unwrap();
@@ -232,7 +245,7 @@ mod tests {
         let mut config = Config::default();
         config.limits.max_entries = 3_000;
         let (durable, _) = Durable::open(&dir, config, Fsync::Interval, 0).unwrap();
-        let shared = Arc::new(SharedStore::new(durable, Fsync::Interval));
+        let shared = Arc::new(SharedStore::new(durable));
         for i in 0..5_000 {
             shared.with(|d| d.insert(entry(i), 0)).unwrap();
         }
