@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="parent of the data directory (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "flush.json")
     args = parser.parse_args()
+    if not args.duration > 0 or args.writers < 0:
+        parser.error("--duration must be above 0 and --writers at least 0")
     with tempfile.TemporaryDirectory(prefix="semcached-flush-", dir=args.dir) as tmp:
         result = measure(tmp, args.duration, args.writers)
     print(" ".join(f"{k}={v}" for k, v in result.items()))

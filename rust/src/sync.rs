@@ -127,7 +127,6 @@ impl SharedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::Fsync;
     use crate::store::NewEntry;
     use std::sync::Arc;
     use std::thread;
