@@ -224,12 +224,16 @@ def test_reports_combine_hourly_sums_with_the_part_hour(tmp_path: Path) -> None:
     hour = 3_600_000
     ledger = SQLiteLedger(tmp_path / "ledger.db")
     ledger.write([row(10 * hour + 100, "ann", "miss", 1.0, None), row(10 * hour + 900, "ann", "exact", 0.0, 1.0),
+                  row(10 * hour + 200, "ann", "miss", 2.0, None),  # summed with the first: same hour and names
                   row(11 * hour + 5, "bob", "miss", None, None), row(12 * hour, "ann", "semantic", 0.0, None)])
     ledger.write([row(12 * hour + 1, "ann", "miss", 0.5, None)])  # a second batch adds to the same hour
     everything = {r.key: r for r in ledger.report("user", 0, 0).rows}
     ann = everything["ann"]
-    assert (ann.requests, ann.exact_hits, ann.semantic_hits, ann.misses) == (4, 1, 1, 2)
-    assert (ann.spend_usd, ann.savings_usd, ann.unknown_cost) == (1.5, 1.0, 1)  # the semantic hit: unpriced
+    assert (ann.requests, ann.exact_hits, ann.semantic_hits, ann.misses) == (5, 1, 1, 3)
+    assert (ann.spend_usd, ann.savings_usd, ann.unknown_cost) == (3.5, 1.0, 1)  # the semantic hit: unpriced
+    kinds = {r.key: (r.requests, r.spend_usd) for r in ledger.report("kind", 0, 0).rows}
+    assert kinds == {"miss": (4, 3.5), "exact": (1, 0.0), "semantic": (1, 0.0)}
+    assert [(r.key, r.requests) for r in ledger.report("day", 0, 0).rows] == [("1970-01-01", 6)]
     assert everything["bob"].unknown_cost == 1
     # From the middle of hour 10: the rest of hour 10 comes from the rows, later hours from the sums.
     part = {r.key: r for r in ledger.report("user", 10 * hour + 500, 0).rows}

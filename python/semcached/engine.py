@@ -158,8 +158,14 @@ class Engine:
                      target_precision: float | None = None) -> LookupResult:
         scope = validation.namespace(namespace)
         validation.text("prompt", prompt, self.config.cache.max_prompt_bytes)
-        decision = self.decision(scope, min_similarity, target_precision)
-        found = await self.find(scope, prompt, decision)
+        validation.min_similarity(min_similarity)
+        validation.target_precision(target_precision)
+        # An exact hit needs no semantic decision (a Lookup has no max age): the
+        # cheapest answer the server gives skips the calibration and feedback reads.
+        entry = self.store.get_exact(scope, prompt) if self.config.cache.exact_tier else None
+        if entry is not None:
+            return _result("exact", entry, 1.0, 1.0)
+        found = await self.find(scope, prompt, self.decision(scope, min_similarity, target_precision))
         self.count(found.result)
         return found.result
 

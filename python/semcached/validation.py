@@ -45,7 +45,8 @@ def text(field: str, value: str, max_bytes: int | None = None) -> str:
 
 
 def size(field: str, value: str, max_bytes: int | None) -> str:
-    if max_bytes is not None:
+    # A character is at most 4 bytes of UTF-8: most values need no encoding to check.
+    if max_bytes is not None and len(value) * 4 > max_bytes:
         n = len(value.encode("utf-8"))
         if n > max_bytes:
             raise InvalidArgument(f"{field} is {n} bytes; the limit is {max_bytes} bytes")
