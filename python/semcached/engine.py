@@ -491,7 +491,7 @@ def _result(kind: str, entry: _core.Entry, similarity: float, verifier_score: fl
         kind=kind,  # type: ignore[arg-type]
         response=entry.response, similarity=similarity, verifier_score=verifier_score,
         entry_id=entry.id,
-        matched_prompt=entry.prompt, metadata=dict(entry.metadata),
+        matched_prompt=entry.prompt, metadata=entry.metadata,  # a new dict at each read
         created_unix_ms=entry.created_ms, expires_unix_ms=entry.expires_ms or 0,
     )
 

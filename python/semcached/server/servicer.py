@@ -151,7 +151,7 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
     @_statuses
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
         ctx = Context(validation.namespace(request.namespace), _who(request), time.perf_counter())
-        result = await self.engine.lookup(request.namespace, request.prompt,
+        result = await self.engine.lookup(ctx.namespace, request.prompt,
                                           _optional(request, "min_similarity"),
                                           _optional(request, "target_precision"))
         self.accounting.looked_up(ctx, result)
@@ -261,7 +261,13 @@ class SemanticCacheServicer(pb_grpc.SemanticCacheServicer):
 
 
 def _who(request: pb.CompleteRequest | pb.LookupRequest) -> Who:
-    return Who(*validation.who(request.user, request.feature, request.tenant))
+    return _checked_who(request.user, request.feature, request.tenant)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_who(user: str, feature: str, tenant: str) -> Who:
+    # Most requests name the same few users and features: check and build each once.
+    return Who(*validation.who(user, feature, tenant))
 
 
 def _report_row(r: ReportRow) -> pb.ReportRow:
