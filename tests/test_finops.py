@@ -242,3 +242,33 @@ def test_reports_combine_hourly_sums_with_the_part_hour(tmp_path: Path) -> None:
     assert [r.key for r in ledger.report("user", 0, 1).rows] == ["ann"]  # top 1 by spend
     with pytest.raises(ValueError, match="cannot group by"):
         ledger.report("prompt", 0, 0)
+
+
+def test_old_rows_are_deleted_and_their_hourly_sums_kept(tmp_path: Path) -> None:
+    from semcached.ledger import Ledger, Row, SQLiteLedger, now_ms
+
+    day = 86_400_000
+    now = now_ms()
+
+    def row(ts_ms: int, cost: float) -> Row:
+        return Row(ts_ms, "t", "ann", "f", "ns", "openai/gpt-4o", "hard", "miss", 0.0, 10, 5, False,
+                   cost, None, 1.0, 1)
+
+    store = SQLiteLedger(tmp_path / "ledger.db")
+    store.write([row(now - 3 * day, 1.0), row(now - 2 * day, 2.0), row(now - 1000, 4.0)])
+    ledger = Ledger(store, 10_000, keep_rows_days=1)
+    try:
+        assert ledger.prune() == 2
+        assert ledger.prune() == 0
+        db = sqlite3.connect(tmp_path / "ledger.db")
+        assert [r[0] for r in db.execute("SELECT cost_usd FROM requests")] == [4.0]
+        db.close()
+        # Reports over the deleted days still count them, from the hourly sums.
+        ann = store.report("user", 0, 0).rows[0]
+        assert (ann.requests, ann.spend_usd) == (3, 7.0)
+    finally:
+        ledger.close()
+    keep_all = Ledger(SQLiteLedger(tmp_path / "other.db"), 10_000, keep_rows_days=0)
+    keep_all.store.write([row(now - 300 * day, 1.0)])
+    assert keep_all.prune() == 0
+    keep_all.close()

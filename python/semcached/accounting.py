@@ -46,7 +46,8 @@ class Accounting:
         ledger = None
         if config.ledger.enabled:
             try:
-                ledger = Ledger(SQLiteLedger(data_dir(config) / "ledger.db"), config.ledger.flush_interval_ms)
+                ledger = Ledger(SQLiteLedger(data_dir(config) / "ledger.db"), config.ledger.flush_interval_ms,
+                                config.ledger.keep_rows_days)
             except sqlite3.Error as e:
                 raise ConfigError(f"cannot open the ledger {data_dir(config) / 'ledger.db'}: {e}") from None
         budgets = Budgets(config.budgets, ledger.store if ledger else None)

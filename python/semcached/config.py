@@ -150,6 +150,10 @@ class LedgerConfig:
     # batches off the request path at this interval; a crash can lose the last interval.
     flush_interval_ms: int = 500
     enabled: bool = True
+    # Rows older than this are deleted (the hourly sums stay), so the file stops growing
+    # at about a week of traffic; reports over older periods are exact to the hour. 0:
+    # keep every row.
+    keep_rows_days: int = 7
 
 
 @dataclass
@@ -233,6 +237,7 @@ class Config:
         self._validate_routing()
         _require(0 <= self.server.metrics_port <= 65535, "server.metrics_port", "must be in 0..65535 (0: off)")
         _require(self.ledger.flush_interval_ms >= 10, "ledger.flush_interval_ms", "must be at least 10")
+        _require(self.ledger.keep_rows_days >= 0, "ledger.keep_rows_days", "must not be negative (0: keep every row)")
         for name, b in self.budgets.items():
             _require(b.scope in ("user", "feature", "tenant"), f"budgets.{name}.scope",
                      "must be 'user', 'feature' or 'tenant'")

@@ -78,6 +78,7 @@ class Report:
 
 class LedgerStore(Protocol):
     def write(self, rows: list[Row]) -> None: ...
+    def prune(self, before_ms: int) -> int: ...
     def report(self, by: str, since_ms: int, limit: int) -> Report: ...
     def spend(self, scope: str, since_ms: int) -> dict[str, float]: ...
     def close(self) -> None: ...
@@ -85,6 +86,8 @@ class LedgerStore(Protocol):
 
 _COLUMNS = list(Row._fields)
 _HOUR_MS = 3_600_000
+_PRUNE_CHUNK = 10_000
+_PRUNE_EVERY_S = 600.0
 # Per hour and group: requests, exact hits, semantic hits, misses, spend, savings, unpriced.
 _SUMS = ["requests", "exact_hits", "semantic_hits", "misses", "spend_usd", "savings_usd", "unknown_cost"]
 _SUMS_DDL = ", ".join(f"{c} REAL NOT NULL" for c in _SUMS)
@@ -170,6 +173,19 @@ class SQLiteLedger:
                     f"SET {', '.join(f'{c} = {c} + excluded.{c}' for c in _SUMS)}",
                     [(hour, key, *acc) for (b, hour, key), acc in sums.items() if b == by])
 
+    def prune(self, before_ms: int) -> int:
+        """Deletes the rows from before a time (their hourly sums stay); returns how many.
+        In chunks, each its own transaction, so writers and readers wait for one chunk at
+        most. Freed pages are reused by later rows: the file stops growing."""
+        removed = 0
+        while True:
+            with self._lock, self._db:
+                n = self._db.execute("DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests "
+                                     "WHERE ts_ms < ? LIMIT ?)", (before_ms, _PRUNE_CHUNK)).rowcount
+            removed += n
+            if n < _PRUNE_CHUNK:
+                return removed
+
     def report(self, by: str, since_ms: int, limit: int) -> Report:
         rows = sorted((ReportRow(key, int(n), int(exact), int(semantic), int(misses), spend, savings, int(unpriced))
                        for key, (n, exact, semantic, misses, spend, savings, unpriced)
@@ -214,9 +230,11 @@ class SQLiteLedger:
 class Ledger:
     """Queues rows and writes them in batches on a thread of its own."""
 
-    def __init__(self, store: LedgerStore, flush_interval_ms: int) -> None:
+    def __init__(self, store: LedgerStore, flush_interval_ms: int, keep_rows_days: int = 0) -> None:
         self.store = store
         self._interval = flush_interval_ms / 1000
+        self._keep_ms = keep_rows_days * 24 * _HOUR_MS
+        self._pruned_at = -_PRUNE_EVERY_S  # prune at the first flush after start
         self._queue: list[Row] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -238,9 +256,22 @@ class Ledger:
                 with self._lock:
                     self._queue[:0] = rows
 
+    def prune(self) -> int:
+        """Deletes the rows older than ``keep_rows_days`` (none when it is 0)."""
+        if not self._keep_ms:
+            return 0
+        try:
+            return self.store.prune(now_ms() - self._keep_ms)
+        except Exception as e:  # a locked or full disk: rows stay until the next try
+            log.error("could not delete old ledger rows (will retry): %s", e)
+            return 0
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.flush()
+            if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S:
+                self._pruned_at = time.monotonic()
+                self.prune()
 
     def close(self) -> None:
         self._stop.set()
