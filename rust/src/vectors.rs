@@ -83,6 +83,7 @@ impl VectorSet {
         if k == 0 || query.len() != self.dim {
             return best;
         }
+        let dot = dot_for_this_cpu();
         for (row, chunk) in self.data.chunks_exact(self.dim).enumerate() {
             let score = dot(query, chunk);
             if best.len() == k && score <= best[k - 1].1 {
@@ -97,6 +98,44 @@ impl VectorSet {
         }
         best
     }
+}
+
+/// The fastest inner product this CPU runs. The portable build targets baseline x86-64
+/// (4-wide SSE); with AVX2 and FMA the scan of a small scope, which runs on the event
+/// loop for every semantic lookup, takes about half the time.
+fn dot_for_this_cpu() -> fn(&[f32], &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has just been seen to support the features dot_avx2 is built for.
+        return |a, b| unsafe { dot_avx2(a, b) };
+    }
+    dot
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // Four accumulators: a fused multiply-add waits ~4 cycles for its previous result.
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, lane) in acc.iter_mut().enumerate() {
+            let at = i + 8 * k;
+            *lane = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *lane);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    lanes.iter().sum::<f32>() + a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum::<f32>()
 }
 
 /// Inner product with eight independent accumulators, so the loop has no serial
@@ -150,5 +189,11 @@ mod tests {
         let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
         let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - naive).abs() < 1e-3);
+        for len in [0, 7, 8, 19, 32, 40, 384] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!((dot_for_this_cpu()(&a, &b) - naive).abs() < 1e-3, "length {len}");
+        }
     }
 }
