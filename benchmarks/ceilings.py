@@ -1,11 +1,13 @@
 """Side by side in one run: semcached against the ceilings it cannot beat on this machine.
 
-    .venv/bin/python benchmarks/ceilings.py [--duration 5] [--concurrency 16] [--processes 1]
+    .venv/bin/python benchmarks/ceilings.py [--duration 5] [--repeats 3] [--concurrency 16] [--processes 1]
 
 * Exact hits against a bare gRPC server: a grpc.aio server in a process of its own that
   answers every Lookup with the same pre-serialized LookupResponse (no parsing, no work):
   the floor of any Python gRPC service. The same client processes, the same requests,
-  drive it and then semcached's exact tier, and the ratio is printed.
+  drive it and semcached's exact tier in turn, ``--repeats`` times each, alternating (this
+  machine's speed drifts by ±5% over minutes, for both); the ratio is the median of the
+  pairs' ratios, and the runs shown are the median ones.
 * Semantic lookups against ONNX Runtime alone: the same model, the same session layout
   (one 1-thread session shared by one thread per core), at batch sizes 1 to 32, before
   and after semcached's runs (averaged). Two ceilings: the best batch, and the batch
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,9 +95,14 @@ def onnx_ceiling(duration: float) -> dict[str, Any]:
             "best_embeddings_per_s": results[best]}
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(runs, key=lambda r: r["throughput_rps"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating bare-server / exact-hit runs")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--entries", type=int, default=1000)
@@ -105,25 +113,29 @@ def main() -> None:
         echo_server(args.echo_server)
         return
     result: dict[str, Any] = {"machine": {"cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]}}
+    if args.duration <= 0 or args.repeats < 1:
+        parser.error("--duration must be positive and --repeats at least 1")
     port = free_port()
     echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
-    time.sleep(2)
-    try:
-        for c in (1, args.concurrency):
-            result[f"echo_c{c}"] = run_path(f"127.0.0.1:{port}", "exact", c, args.duration, args.entries,
-                                            args.processes)
-    finally:
-        echo.terminate()
-        echo.wait()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+    pair_ratios: dict[int, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
         server = start_server(tmp)
         try:
             seed(server.target, 0, args.entries)
             for c in (1, args.concurrency):
-                result[f"exact_c{c}"] = run_path(server.target, "exact", c, args.duration, args.entries,
-                                                 args.processes)
+                runs = []
+                for _ in range(args.repeats):
+                    runs.append(tuple(run_path(target, "exact", c, args.duration, args.entries, args.processes)
+                                      for target in (f"127.0.0.1:{port}", server.target)))
+                pair_ratios[c] = [round(x["throughput_rps"] / e["throughput_rps"], 3) for e, x in runs]
+                result[f"echo_c{c}"] = _median_run([e for e, _ in runs])
+                result[f"exact_c{c}"] = _median_run([x for _, x in runs])
         finally:
             server.stop()
+            echo.terminate()
+            echo.wait()
     # Measured before and after semcached's semantic runs, and averaged: the machine's
     # speed drifts over minutes, and the ratio should not depend on which came first.
     onnx = [onnx_ceiling(args.duration)]
@@ -146,9 +158,10 @@ def main() -> None:
     result["onnx"] = {"threads": onnx[0]["threads"], "embeddings_per_s_by_batch": by_batch,
                       "runs": onnx, "best_embeddings_per_s": max(by_batch.values()),
                       "same_concurrency_batch": same, "same_concurrency_embeddings_per_s": by_batch[same]}
+    result["exact_vs_echo_pairs"] = {f"c{k}": v for k, v in pair_ratios.items()}
     ratios = {
-        "exact_vs_echo_c1": round(result["exact_c1"]["throughput_rps"] / result["echo_c1"]["throughput_rps"], 3),
-        f"exact_vs_echo_c{c}": round(result[f"exact_c{c}"]["throughput_rps"] / result[f"echo_c{c}"]["throughput_rps"], 3),
+        "exact_vs_echo_c1": statistics.median(pair_ratios[1]),
+        f"exact_vs_echo_c{c}": statistics.median(pair_ratios[c]),
         **{f"{name}_c{c}_vs_onnx_{which}": round(result[f"{name}_c{c}"]["throughput_rps"]
                                                   / result["onnx"][f"{which}_embeddings_per_s"], 3)
            for name in ("semantic", "semantic_verifier_off") for which in ("best", "same_concurrency")},
