@@ -160,10 +160,21 @@ class Completions:
 
     def _account_late(self, ctx: Context, request: Request, reservation: Reservation | None,
                       task: asyncio.Task[Answer]) -> None:
-        if task.cancelled() or task.exception() is not None:
+        with self._released_on_error(reservation):
+            if task.cancelled() or task.exception() is not None:
+                self.accounting.failed(reservation)
+            else:
+                self.accounting.completed(ctx, _from_answer(task.result()), request, {}, reservation, shared=False)
+
+    @contextlib.contextmanager
+    def _released_on_error(self, reservation: Reservation | None) -> Iterator[None]:
+        """For accounting in a done callback: an error there reaches only the loop's
+        handler, and the budget would hold the reservation for the rest of its period."""
+        try:
+            yield
+        except Exception:
+            log.exception("could not account a finished upstream call; its budget reservation is released")
             self.accounting.failed(reservation)
-        else:
-            self.accounting.completed(ctx, _from_answer(task.result()), request, {}, reservation, shared=False)
 
     async def stream(self, namespace: str, request: Request, *, model: str = "", tier: str = "",
                      controls: CacheControls = CacheControls(), who: Who = Who(),
@@ -247,13 +258,14 @@ class Completions:
 
     def _account_stream(self, ctx: Context, request: Request, reservation: Reservation | None, feed: _Feed,
                         task: asyncio.Task[Answer]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self.accounting.completed(ctx, _from_answer(task.result()), request, {}, reservation, shared=False)
-        elif feed.texts:  # cut short: the provider bills what it generated before the end
-            self.accounting.cut_short(ctx, feed.model, feed.tier, request, "".join(feed.texts),
-                                      feed.attempts, reservation)
-        else:
-            self.accounting.failed(reservation)
+        with self._released_on_error(reservation):
+            if not task.cancelled() and task.exception() is None:
+                self.accounting.completed(ctx, _from_answer(task.result()), request, {}, reservation, shared=False)
+            elif feed.texts:  # cut short: the provider bills what it generated before the end
+                self.accounting.cut_short(ctx, feed.model, feed.tier, request, "".join(feed.texts),
+                                          feed.attempts, reservation)
+            else:
+                self.accounting.failed(reservation)
 
     async def _fill_stream(self, plan: _Plan, route: Route, embedding: Embedding, feed: _Feed,
                            deadline: float | None) -> Answer:
