@@ -4,10 +4,11 @@
 
 * Exact hits against a bare gRPC server: a grpc.aio server in a process of its own that
   answers every Lookup with the same pre-serialized LookupResponse (no parsing, no work):
-  the floor of any Python gRPC service. The same client processes, the same requests,
-  drive it and semcached's exact tier in turn, ``--repeats`` times each, alternating (this
-  machine's speed drifts by ±5% over minutes, for both); the ratio is the median of the
-  pairs' ratios, and the runs shown are the median ones.
+  the floor of any Python gRPC service, on asyncio's own loop and on uvloop (semcached's
+  default loop, which speeds up the bare server too). The same client processes, the same
+  requests, drive both and semcached's exact tier in turn, ``--repeats`` times each,
+  alternating (this machine's speed drifts by ±5% over minutes); each ratio is the median
+  of the runs' ratios, and the runs shown are the median ones.
 * Semantic lookups against ONNX Runtime alone: the same model, the same session layout
   (one 1-thread session shared by one thread per core), at batch sizes 1 to 32, before
   and after semcached's runs (averaged). Two ceilings: the best batch, and the batch
@@ -49,7 +50,7 @@ from semcached.v1 import semcached_pb2 as pb  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def echo_server(port: int) -> None:
+def echo_server(port: int, loop: str) -> None:
     """A Lookup that answers a fixed hit, as cheaply as grpc.aio allows."""
     answer = pb.LookupResponse(kind=pb.HIT_KIND_EXACT, response="answer " + "x" * 200,
                                match=pb.Match(entry_id=1, matched_prompt=stored_prompt(1),
@@ -67,7 +68,12 @@ def echo_server(port: int) -> None:
         await server.start()
         await server.wait_for_termination()
 
-    asyncio.run(serve())
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
 
 
 def onnx_ceiling(duration: float) -> dict[str, Any]:
@@ -108,34 +114,44 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "ceilings.json")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-loop", default="asyncio", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
-        echo_server(args.echo_server)
+        echo_server(args.echo_server, args.echo_loop)
         return
     result: dict[str, Any] = {"machine": {"cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]}}
     if args.duration <= 0 or args.repeats < 1:
         parser.error("--duration must be positive and --repeats at least 1")
-    port = free_port()
-    echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(port)])
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-    pair_ratios: dict[int, list[float]] = {}
+    # The bare server on asyncio's own loop (the floor as first defined) and on uvloop
+    # (semcached's default loop, which makes the bare server faster too).
+    loops = ("asyncio", "uvloop")
+    ports = {loop: free_port() for loop in loops}
+    echoes = [subprocess.Popen([sys.executable, __file__, "--echo-server", str(ports[loop]), "--echo-loop", loop])
+              for loop in loops]
+    for port in ports.values():
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+    pair_ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
         server = start_server(tmp)
         try:
             seed(server.target, 0, args.entries)
             for c in (1, args.concurrency):
-                runs = []
+                runs: dict[str, list[dict[str, Any]]] = {"echo": [], "echo_uvloop": [], "exact": []}
                 for _ in range(args.repeats):
-                    runs.append(tuple(run_path(target, "exact", c, args.duration, args.entries, args.processes)
-                                      for target in (f"127.0.0.1:{port}", server.target)))
-                pair_ratios[c] = [round(x["throughput_rps"] / e["throughput_rps"], 3) for e, x in runs]
-                result[f"echo_c{c}"] = _median_run([e for e, _ in runs])
-                result[f"exact_c{c}"] = _median_run([x for _, x in runs])
+                    for name, target in (("echo", f"127.0.0.1:{ports['asyncio']}"),
+                                         ("echo_uvloop", f"127.0.0.1:{ports['uvloop']}"), ("exact", server.target)):
+                        runs[name].append(run_path(target, "exact", c, args.duration, args.entries, args.processes))
+                for name in ("echo", "echo_uvloop"):
+                    pair_ratios[f"exact_vs_{name}_c{c}"] = [round(x["throughput_rps"] / e["throughput_rps"], 3)
+                                                            for e, x in zip(runs[name], runs["exact"])]
+                for name, measured in runs.items():
+                    result[f"{name}_c{c}"] = _median_run(measured)
         finally:
             server.stop()
-            echo.terminate()
-            echo.wait()
+            for echo in echoes:
+                echo.terminate()
+                echo.wait()
     # Measured before and after semcached's semantic runs, and averaged: the machine's
     # speed drifts over minutes, and the ratio should not depend on which came first.
     onnx = [onnx_ceiling(args.duration)]
@@ -158,17 +174,17 @@ def main() -> None:
     result["onnx"] = {"threads": onnx[0]["threads"], "embeddings_per_s_by_batch": by_batch,
                       "runs": onnx, "best_embeddings_per_s": max(by_batch.values()),
                       "same_concurrency_batch": same, "same_concurrency_embeddings_per_s": by_batch[same]}
-    result["exact_vs_echo_pairs"] = {f"c{k}": v for k, v in pair_ratios.items()}
+    result["exact_pair_ratios"] = pair_ratios
     ratios = {
-        "exact_vs_echo_c1": statistics.median(pair_ratios[1]),
-        f"exact_vs_echo_c{c}": statistics.median(pair_ratios[c]),
+        **{name: statistics.median(values) for name, values in pair_ratios.items()},
         **{f"{name}_c{c}_vs_onnx_{which}": round(result[f"{name}_c{c}"]["throughput_rps"]
                                                   / result["onnx"][f"{which}_embeddings_per_s"], 3)
            for name in ("semantic", "semantic_verifier_off") for which in ("best", "same_concurrency")},
     }
     result["ratios"] = ratios
     print("| what | concurrency | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
-    for key in ("echo_c1", "exact_c1", f"echo_c{c}", f"exact_c{c}", f"semantic_c{c}", f"semantic_verifier_off_c{c}"):
+    for key in ("echo_c1", "echo_uvloop_c1", "exact_c1", f"echo_c{c}", f"echo_uvloop_c{c}", f"exact_c{c}",
+                f"semantic_c{c}", f"semantic_verifier_off_c{c}"):
         r = result[key]
         print(f"| {key.rsplit('_', 1)[0]} | {r['concurrency']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} |")
     print(f"ONNX Runtime alone: {result['onnx']['embeddings_per_s_by_batch']} embeddings/s by batch size")

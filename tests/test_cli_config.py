@@ -44,6 +44,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     ("[namespaces.a]\ntarget_precision = 1.5\n", "namespaces.a.target_precision must be in [0, 1)"),
     ("[cache]\nverifier = '/nowhere'\n", "cache.verifier must be 'default', 'none' or an existing folder"),
     ("[ledger]\nkeep_rows_days = -1\n", "ledger.keep_rows_days must not be negative"),
+    ("[server]\nevent_loop = 'tokio'\n", "server.event_loop must be 'uvloop' or 'asyncio'"),
 ])
 def test_bad_config_is_refused_with_the_key_named(tmp_path: Path, text: str, words: str) -> None:
     path = tmp_path / "c.toml"

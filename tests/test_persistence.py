@@ -86,6 +86,19 @@ def test_restart_keeps_entries_drops_expired_and_reuses_a_snapshot(tmp_path: Pat
         again.stop()
 
 
+def test_the_asyncio_loop_serves_and_shuts_down_cleanly(tmp_path: Path, fake_llm: FakeLLM) -> None:
+    """The fallback to uvloop (the default, which every other test runs on)."""
+    server = ServerProcess(tmp_path, fake_llm.base_url, config="[server]\nevent_loop = 'asyncio'\n")
+    try:
+        with Client(server.target) as c:
+            stored = c.store("How do I reset my password?", "Settings → Security → Reset.")
+            r = c.lookup(PARAPHRASE, target_precision=0.0)
+            assert (r.kind, r.entry_id) == ("semantic", stored.entry_id)
+            assert c.lookup("how do i reset my PASSWORD?").kind == "exact"
+    finally:
+        assert server.stop() == 0
+
+
 def test_torn_log_tail_is_dropped_with_a_warning(tmp_path: Path, fake_llm: FakeLLM) -> None:
     server = ServerProcess(tmp_path / "a", fake_llm.base_url)
     with Client(server.target) as c:

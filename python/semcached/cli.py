@@ -28,7 +28,12 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from semcached.server import serve  # heavy imports (onnxruntime, grpc) only here
 
-    asyncio.run(serve(config))
+    if config.server.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(config))
+    else:
+        asyncio.run(serve(config))
     return 0
 
 

@@ -85,9 +85,10 @@ async def serve(config: Config) -> None:
         log.warning("%s; its models are skipped", reason)
     if not completions.router.providers:
         log.warning("no LLM provider has a key: Complete answers only from the cache")
-    log.info("semcached listening on %s:%d (embedding model %s, verifier %s, data dir %s)",
+    log.info("semcached listening on %s:%d (embedding model %s, verifier %s, data dir %s, event loop %s)",
              config.server.host, port, engine.model_id,
-             engine.verifier.model_id if engine.verifier else "none", data_dir(config))
+             engine.verifier.model_id if engine.verifier else "none", data_dir(config),
+             type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
