@@ -128,30 +128,34 @@ def main() -> None:
     ports = {loop: free_port() for loop in loops}
     echoes = [subprocess.Popen([sys.executable, __file__, "--echo-server", str(ports[loop]), "--echo-loop", loop])
               for loop in loops]
-    for port in ports.values():
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
     pair_ratios: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
-        server = start_server(tmp)
-        try:
-            seed(server.target, 0, args.entries)
-            for c in (1, args.concurrency):
-                runs: dict[str, list[dict[str, Any]]] = {"echo": [], "echo_uvloop": [], "exact": []}
-                for _ in range(args.repeats):
-                    for name, target in (("echo", f"127.0.0.1:{ports['asyncio']}"),
-                                         ("echo_uvloop", f"127.0.0.1:{ports['uvloop']}"), ("exact", server.target)):
-                        runs[name].append(run_path(target, "exact", c, args.duration, args.entries, args.processes))
-                for name in ("echo", "echo_uvloop"):
-                    pair_ratios[f"exact_vs_{name}_c{c}"] = [round(x["throughput_rps"] / e["throughput_rps"], 3)
-                                                            for e, x in zip(runs[name], runs["exact"])]
-                for name, measured in runs.items():
-                    result[f"{name}_c{c}"] = _median_run(measured)
-        finally:
-            server.stop()
-            for echo in echoes:
-                echo.terminate()
-                echo.wait()
+    try:
+        for port in ports.values():
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=30)
+        with tempfile.TemporaryDirectory(prefix="semcached-ceilings-") as tmp:
+            server = start_server(tmp)
+            try:
+                seed(server.target, 0, args.entries)
+                for c in (1, args.concurrency):
+                    runs: dict[str, list[dict[str, Any]]] = {"echo": [], "echo_uvloop": [], "exact": []}
+                    for _ in range(args.repeats):
+                        for name, target in (("echo", f"127.0.0.1:{ports['asyncio']}"),
+                                             ("echo_uvloop", f"127.0.0.1:{ports['uvloop']}"),
+                                             ("exact", server.target)):
+                            runs[name].append(run_path(target, "exact", c, args.duration, args.entries,
+                                                       args.processes))
+                    for name in ("echo", "echo_uvloop"):
+                        pair_ratios[f"exact_vs_{name}_c{c}"] = [round(x["throughput_rps"] / e["throughput_rps"], 3)
+                                                                for e, x in zip(runs[name], runs["exact"])]
+                    for name, measured in runs.items():
+                        result[f"{name}_c{c}"] = _median_run(measured)
+            finally:
+                server.stop()
+    finally:
+        for echo in echoes:
+            echo.terminate()
+            echo.wait()
     # Measured before and after semcached's semantic runs, and averaged: the machine's
     # speed drifts over minutes, and the ratio should not depend on which came first.
     onnx = [onnx_ceiling(args.duration)]

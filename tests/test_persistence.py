@@ -87,7 +87,7 @@ def test_restart_keeps_entries_drops_expired_and_reuses_a_snapshot(tmp_path: Pat
 
 
 def test_the_asyncio_loop_serves_and_shuts_down_cleanly(tmp_path: Path, fake_llm: FakeLLM) -> None:
-    """The fallback to uvloop (the default, which every other test runs on)."""
+    """asyncio's own loop, the alternative to uvloop (the default, which every other test runs on)."""
     server = ServerProcess(tmp_path, fake_llm.base_url, config="[server]\nevent_loop = 'asyncio'\n")
     try:
         with Client(server.target) as c:

@@ -29,8 +29,11 @@ def _serve(args: argparse.Namespace) -> int:
     from semcached.server import serve  # heavy imports (onnxruntime, grpc) only here
 
     if config.server.event_loop == "uvloop":
-        import uvloop
-
+        try:
+            import uvloop
+        except ImportError:
+            raise ConfigError("server.event_loop is 'uvloop' but the uvloop package is not installed: "
+                              "install it or set 'asyncio'") from None
         uvloop.run(serve(config))
     else:
         asyncio.run(serve(config))

@@ -165,7 +165,8 @@ class Engine:
         entry = self.store.get_exact(scope, prompt) if self.config.cache.exact_tier else None
         if entry is not None:
             return _result("exact", entry, 1.0, 1.0)
-        found = await self.find(scope, prompt, self.decision(scope, min_similarity, target_precision))
+        found = await self.find(scope, prompt, self.decision(scope, min_similarity, target_precision),
+                                exact_checked=True)
         self.count(found.result)
         return found.result
 
@@ -366,10 +367,12 @@ class Engine:
         if result.kind != "exact":  # exact hits are counted by the core
             self._counts[result.kind] += 1
 
-    async def find(self, scope: str, prompt: str, decision: Decision) -> Found:
+    async def find(self, scope: str, prompt: str, decision: Decision, exact_checked: bool = False) -> Found:
+        """``exact_checked``: the caller found no exact hit a moment ago (not asked again:
+        each probe counts in the core's exact hit/miss counters)."""
         # The exact tier first: microseconds, no embedding (the core keeps the GIL for it).
         exact_tier = self.config.cache.exact_tier
-        entry = self.store.get_exact(scope, prompt) if exact_tier else None
+        entry = self.store.get_exact(scope, prompt) if exact_tier and not exact_checked else None
         if entry is not None and entry.created_ms >= decision.min_created_ms:
             return Found(_result("exact", entry, 1.0, 1.0), None)
         embedding = await self.embedder.embed(prompt)

@@ -78,7 +78,7 @@ class Report:
 
 class LedgerStore(Protocol):
     def write(self, rows: list[Row]) -> None: ...
-    def prune(self, before_ms: int) -> int: ...
+    def prune(self, before_ms: int, limit: int) -> int: ...
     def report(self, by: str, since_ms: int, limit: int) -> Report: ...
     def spend(self, scope: str, since_ms: int) -> dict[str, float]: ...
     def close(self) -> None: ...
@@ -86,7 +86,11 @@ class LedgerStore(Protocol):
 
 _COLUMNS = list(Row._fields)
 _HOUR_MS = 3_600_000
+# Old rows are deleted this many at a time (~10 ms), a few chunks a pass, so the thread
+# soon goes back to writing new rows (a crash loses only what it has not written) and a
+# shutdown waits for one pass at most; a backlog (a first prune) takes passes in a row.
 _PRUNE_CHUNK = 10_000
+_PRUNE_CHUNKS_A_PASS = 5
 _PRUNE_EVERY_S = 600.0
 # Per hour and group: requests, exact hits, semantic hits, misses, spend, savings, unpriced.
 _SUMS = ["requests", "exact_hits", "semantic_hits", "misses", "spend_usd", "savings_usd", "unknown_cost"]
@@ -173,18 +177,13 @@ class SQLiteLedger:
                     f"SET {', '.join(f'{c} = {c} + excluded.{c}' for c in _SUMS)}",
                     [(hour, key, *acc) for (b, hour, key), acc in sums.items() if b == by])
 
-    def prune(self, before_ms: int) -> int:
-        """Deletes the rows from before a time (their hourly sums stay); returns how many.
-        In chunks, each its own transaction, so writers and readers wait for one chunk at
-        most. Freed pages are reused by later rows: the file stops growing."""
-        removed = 0
-        while True:
-            with self._lock, self._db:
-                n = self._db.execute("DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests "
-                                     "WHERE ts_ms < ? LIMIT ?)", (before_ms, _PRUNE_CHUNK)).rowcount
-            removed += n
-            if n < _PRUNE_CHUNK:
-                return removed
+    def prune(self, before_ms: int, limit: int) -> int:
+        """Deletes up to ``limit`` rows from before a time (their hourly sums stay), in one
+        transaction; returns how many. Freed pages are reused by later rows: the file stops
+        growing."""
+        with self._lock, self._db:
+            return self._db.execute("DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests "
+                                    "WHERE ts_ms < ? LIMIT ?)", (before_ms, limit)).rowcount
 
     def report(self, by: str, since_ms: int, limit: int) -> Report:
         rows = sorted((ReportRow(key, int(n), int(exact), int(semantic), int(misses), spend, savings, int(unpriced))
@@ -256,22 +255,27 @@ class Ledger:
                 with self._lock:
                     self._queue[:0] = rows
 
-    def prune(self) -> int:
-        """Deletes the rows older than ``keep_rows_days`` (none when it is 0)."""
+    def prune(self) -> bool:
+        """One pass over the rows older than ``keep_rows_days`` (none when it is 0).
+        Returns whether all of them are gone."""
         if not self._keep_ms:
-            return 0
+            return True
+        before = now_ms() - self._keep_ms
         try:
-            return self.store.prune(now_ms() - self._keep_ms)
+            for _ in range(_PRUNE_CHUNKS_A_PASS):
+                if self.store.prune(before, _PRUNE_CHUNK) < _PRUNE_CHUNK:
+                    return True
+                if self._stop.is_set():
+                    break
         except Exception as e:  # a locked or full disk: rows stay until the next try
             log.error("could not delete old ledger rows (will retry): %s", e)
-            return 0
+        return False
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.flush()
-            if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S:
-                self._pruned_at = time.monotonic()
-                self.prune()
+            if time.monotonic() - self._pruned_at >= _PRUNE_EVERY_S and self.prune():
+                self._pruned_at = time.monotonic()  # else: the next pass after the next flush
 
     def close(self) -> None:
         self._stop.set()
