@@ -156,7 +156,7 @@ def main() -> int:
 
     tmp = tempfile.TemporaryDirectory(prefix="semcached-bench-")
     server = None if args.target else start_server(tmp.name)
-    target = args.target or server.target
+    target = args.target if server is None else server.target
     report: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                           "platform": platform.platform()},
                               "settings": vars(args), "runs": []}
