@@ -107,9 +107,11 @@ def _day(hour: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(hour * 3600))
 
 
-# A row's place in every grouping at once: most rows of a batch share it (the same
-# tenant, user, feature, model and kind), so they are summed once per place.
-_place = attrgetter(*(by for by in GROUPS if by != "day"))
+# A row's place in every grouping at once (the day follows from the hour): most rows of a
+# batch share it (the same tenant, user, feature, model and kind), so they are summed once
+# per place.
+_PLACE = tuple(by for by in GROUPS if by != "day")
+_place = attrgetter(*_PLACE)
 
 
 def _unpriced(r: Row) -> bool:
@@ -163,7 +165,7 @@ class SQLiteLedger:
             acc[3] += _unpriced(r)
         sums: dict[tuple[str, int, str], list[float]] = {}
         for (hour, place), totals in places.items():
-            keys = dict(zip((by for by in GROUPS if by != "day"), map(str, place)), day=_day(hour))
+            keys = dict(zip(_PLACE, map(str, place)), day=_day(hour))
             contribution = _contribution(keys["kind"], *totals)
             for by in GROUPS:
                 acc = sums.setdefault((by, hour, keys[by]), [0.0] * 7)
